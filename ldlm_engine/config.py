@@ -1,0 +1,454 @@
+"""Configuration dataclasses, presets, validation and (de)serialisation.
+
+A :class:`RunConfig` is everything needed to rebuild a run's model, tokenizer and training
+loop; it is saved as ``config.json`` in every run directory. Validation happens here, before
+anything is allocated, so absurd values (negative sizes, seq_len 10**9) never reach torch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+CONFIG_VERSION = 1
+
+PROCESSES = ("mask", "uniform", "ar")
+TOKENIZERS = ("char", "word", "bpe")
+SCHEDULES = ("cosine", "linear")
+POSITIONS = ("rope", "sincos")
+OPTIMIZERS = ("adamw", "adam")
+LR_SCHEDULES = ("cosine", "constant")
+PRECISIONS = ("fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda", "mps")
+SAMPLERS = ("low_confidence", "random", "threshold", "uniform", "ar")
+
+# Upper limits that keep a typo (or a hostile config file) from allocating terabytes.
+MAX_SEQ_LEN = 65_536
+MAX_VOCAB = 1_000_000
+MAX_D_MODEL = 16_384
+MAX_LAYERS = 256
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the :class:`~ldlm_engine.model.DiffusionTransformer`."""
+
+    d_model: int = 256
+    n_heads: int = 8
+    n_layers: int = 6
+    d_ff: int = 1024
+    seq_len: int = 128
+    dropout: float = 0.0
+    positions: str = "rope"  # "rope" (rotary, default) or "sincos" (additive, the seed's)
+    time_embedding: bool = False  # condition on t; the uniform process needs it
+    tie_weights: bool = True
+    vocab_size: int = 0  # filled in from the tokenizer
+
+
+@dataclass
+class ProcessConfig:
+    """The noise process and its schedule."""
+
+    kind: str = "mask"  # "mask" (LLaDA), "uniform" (the seed's), "ar" (causal baseline)
+    timesteps: int = 1000  # T for the uniform process
+    schedule: str = "cosine"  # uniform process: p(t) = 1 - alpha_bar(t)
+    eps: float = 1e-3  # masked process: t ~ U(eps, 1)
+    antithetic: bool = True  # stratify t across the batch to cut the loss variance
+
+
+@dataclass
+class DataConfig:
+    """Where the text comes from and how it becomes tokens."""
+
+    source: str = "builtin"  # a file, a folder of .txt files, "builtin", or a named corpus
+    tokenizer: str = "char"
+    bpe_vocab_size: int = 2048
+    word_min_count: int = 1
+    val_fraction: float = 0.1
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation loop and its cadences (all cadences in optimizer steps, 0 = never)."""
+
+    batch_size: int = 32
+    lr: float = 1e-3
+    optimizer: str = "adamw"
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.99
+    warmup_steps: int = 100
+    lr_schedule: str = "cosine"
+    min_lr_ratio: float = 0.1
+    grad_clip: float = 1.0
+    epochs: int | None = None
+    max_steps: int | None = 2000
+    precision: str = "bf16"
+    device: str = "auto"
+    seed: int = 0
+    log_every: int = 10
+    eval_every: int = 250
+    eval_every_epochs: int = 0  # the seed's "every 10 epochs" cadence; 0 = use steps
+    eval_tokens: int = 16_384  # held-out tokens per periodic evaluation
+    eval_samples: int = 2  # Monte Carlo draws of t per held-out window
+    sample_every: int = 250
+    sample_every_epochs: int = 0
+    sample_length: int = 64
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    compile: bool = False
+
+
+@dataclass
+class SampleConfig:
+    """How text is generated from a trained model."""
+
+    sampler: str = "auto"  # "auto" picks the process's natural sampler
+    length: int = 64  # generated tokens
+    steps: int = 0  # model calls budget; 0 = one per generated token (uniform: 100)
+    temperature: float = 0.0
+    block_length: int = 0  # semi-autoregressive blocks; 0 = one block
+    threshold: float = 0.9  # confidence needed by the "threshold" sampler
+    seed: int = 0
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``config.json``."""
+
+    preset: str = "default"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    process: ProcessConfig = field(default_factory=ProcessConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    version: int = CONFIG_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """Build and validate a config; unknown keys are an error, not silently dropped."""
+        if not isinstance(d, dict):
+            raise ConfigError("config must be a JSON/TOML object")
+        version = d.get("version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ConfigError(
+                f"config version {version} is not supported (this ldlm reads {CONFIG_VERSION})"
+            )
+        cfg = cls()
+        apply_overrides(cfg, d)
+        cfg.validate()
+        return cfg
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def copy(self) -> RunConfig:
+        return RunConfig.from_dict(self.to_dict())
+
+    def validate(self) -> RunConfig:
+        validate(self)
+        return self
+
+
+_SECTIONS = {
+    "model": ModelConfig,
+    "process": ProcessConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "sample": SampleConfig,
+}
+
+
+def apply_overrides(cfg: RunConfig, d: dict[str, Any]) -> RunConfig:
+    """Merge a nested dict (from JSON, TOML or CLI flags) into ``cfg`` with type checks."""
+    for key, value in d.items():
+        if key in ("version",):
+            continue
+        if key == "preset":
+            cfg.preset = _coerce("preset", value, str)
+            continue
+        if key not in _SECTIONS:
+            raise ConfigError(f"unknown config section {key!r}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"config section {key!r} must be a table/object")
+        section = getattr(cfg, key)
+        fields = {f.name: f for f in dataclasses.fields(section)}
+        for name, v in value.items():
+            if name not in fields:
+                raise ConfigError(f"unknown setting {key}.{name}")
+            setattr(section, name, _coerce(f"{key}.{name}", v, fields[name].type))
+    return cfg
+
+
+def _coerce(name: str, value: Any, typ: Any) -> Any:
+    """Check a value against a dataclass field's annotation (given as a string)."""
+    t = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    optional = "None" in t
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} must not be empty")
+    base = t.replace("| None", "").strip()
+    if base == "bool":
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if base == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+        return value
+    if base == "float":
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        return float(value)
+    if base == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+        return value
+    return value
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    _check(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Reject impossible or absurd settings with a one-line :class:`ConfigError`."""
+    m, p, d, t, s = cfg.model, cfg.process, cfg.data, cfg.train, cfg.sample
+    _check(1 <= m.d_model <= MAX_D_MODEL, f"model.d_model must be in 1..{MAX_D_MODEL}")
+    _check(1 <= m.n_heads <= m.d_model, "model.n_heads must be in 1..d_model")
+    _check(m.d_model % m.n_heads == 0, "model.d_model must be divisible by model.n_heads")
+    _check(
+        m.positions != "rope" or (m.d_model // m.n_heads) % 2 == 0,
+        "model.d_model / n_heads must be even for rotary positions",
+    )
+    _check(1 <= m.n_layers <= MAX_LAYERS, f"model.n_layers must be in 1..{MAX_LAYERS}")
+    _check(1 <= m.d_ff <= 8 * MAX_D_MODEL, "model.d_ff is out of range")
+    _check(2 <= m.seq_len <= MAX_SEQ_LEN, f"model.seq_len must be in 2..{MAX_SEQ_LEN}")
+    _check(0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)")
+    _choice("model.positions", m.positions, POSITIONS)
+    _check(0 <= m.vocab_size <= MAX_VOCAB, f"model.vocab_size must be in 0..{MAX_VOCAB}")
+    _choice("process.kind", p.kind, PROCESSES)
+    _choice("process.schedule", p.schedule, SCHEDULES)
+    _check(2 <= p.timesteps <= 100_000, "process.timesteps must be in 2..100000")
+    _check(0.0 < p.eps < 1.0, "process.eps must be in (0, 1)")
+    _choice("data.tokenizer", d.tokenizer, TOKENIZERS)
+    _check(64 <= d.bpe_vocab_size <= MAX_VOCAB, "data.bpe_vocab_size must be in 64..1000000")
+    _check(d.word_min_count >= 1, "data.word_min_count must be at least 1")
+    _check(0.0 < d.val_fraction < 0.5, "data.val_fraction must be in (0, 0.5)")
+    _check(d.source != "", "data.source must not be empty")
+    _check(1 <= t.batch_size <= 65_536, "train.batch_size must be in 1..65536")
+    _check(0.0 < t.lr < 10.0, "train.lr must be in (0, 10)")
+    _choice("train.optimizer", t.optimizer, OPTIMIZERS)
+    _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
+    _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.device", t.device, DEVICES)
+    _check(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+    _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2 must be in [0, 1)")
+    _check(t.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+    _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]")
+    _check(t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
+    _check(t.epochs is None or t.epochs >= 1, "train.epochs must be at least 1")
+    _check(t.max_steps is None or t.max_steps >= 1, "train.max_steps must be at least 1")
+    _check(
+        t.epochs is not None or t.max_steps is not None,
+        "set train.epochs or train.max_steps (or both)",
+    )
+    for name in (
+        "log_every",
+        "eval_every",
+        "eval_every_epochs",
+        "sample_every",
+        "sample_every_epochs",
+        "checkpoint_every",
+    ):
+        _check(getattr(t, name) >= 0, f"train.{name} must be >= 0")
+    _check(t.eval_tokens >= 1, "train.eval_tokens must be >= 1")
+    _check(1 <= t.eval_samples <= 1000, "train.eval_samples must be in 1..1000")
+    _check(1 <= t.sample_length <= MAX_SEQ_LEN, "train.sample_length is out of range")
+    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be at least 1")
+    _check(s.sampler == "auto" or s.sampler in SAMPLERS, f"unknown sampler {s.sampler!r}")
+    _check(1 <= s.length <= MAX_SEQ_LEN, f"sample.length must be in 1..{MAX_SEQ_LEN}")
+    _check(s.steps >= 0, "sample.steps must be >= 0")
+    _check(s.temperature >= 0, "sample.temperature must be >= 0")
+    _check(s.block_length >= 0, "sample.block_length must be >= 0")
+    _check(0 < s.threshold <= 1, "sample.threshold must be in (0, 1]")
+    if p.kind == "uniform":
+        _check(m.time_embedding, "the uniform process needs model.time_embedding = true")
+
+
+def _preset_seed() -> RunConfig:
+    """The seed's system number for number (see DESIGN §3)."""
+    return RunConfig(
+        preset="seed",
+        model=ModelConfig(
+            d_model=256,
+            n_heads=8,
+            n_layers=6,
+            d_ff=1024,
+            seq_len=128,
+            dropout=0.1,
+            positions="sincos",
+            time_embedding=True,
+            tie_weights=False,
+        ),
+        process=ProcessConfig(kind="uniform", timesteps=1000, schedule="cosine"),
+        data=DataConfig(tokenizer="word"),
+        train=TrainConfig(
+            batch_size=4,
+            lr=1e-4,
+            optimizer="adam",
+            weight_decay=0.0,
+            beta1=0.9,
+            beta2=0.999,
+            warmup_steps=0,
+            lr_schedule="constant",
+            grad_clip=0.0,
+            epochs=100,
+            max_steps=None,
+            precision="fp32",
+            eval_every=0,
+            eval_every_epochs=10,
+            sample_every=0,
+            sample_every_epochs=10,
+            checkpoint_every=1000,
+        ),
+        sample=SampleConfig(sampler="uniform", steps=100),
+    )
+
+
+def _preset_default() -> RunConfig:
+    """Masked diffusion at the seed's dimensions, tuned to learn fast on 2 CPU cores."""
+    return RunConfig(preset="default")
+
+
+def _preset_tiny() -> RunConfig:
+    """Legible samples on a small corpus within a couple of minutes; the tests use it."""
+    return RunConfig(
+        preset="tiny",
+        model=ModelConfig(d_model=64, n_heads=4, n_layers=2, d_ff=256, seq_len=64),
+        train=TrainConfig(
+            batch_size=16,
+            lr=3e-3,
+            warmup_steps=20,
+            max_steps=300,
+            precision="fp32",
+            log_every=10,
+            eval_every=100,
+            eval_tokens=4096,
+            sample_every=100,
+            sample_length=48,
+            checkpoint_every=100,
+        ),
+        sample=SampleConfig(length=48),
+    )
+
+
+def _preset_small() -> RunConfig:
+    """About 25M parameters: one consumer GPU, an hour."""
+    return RunConfig(
+        preset="small",
+        model=ModelConfig(d_model=512, n_heads=8, n_layers=8, d_ff=2048, seq_len=256),
+        data=DataConfig(tokenizer="bpe", bpe_vocab_size=8192),
+        train=TrainConfig(
+            batch_size=64,
+            lr=6e-4,
+            warmup_steps=500,
+            max_steps=20_000,
+            eval_every=1000,
+            sample_every=1000,
+            checkpoint_every=2000,
+            eval_tokens=65_536,
+        ),
+    )
+
+
+def _preset_base() -> RunConfig:
+    """About 110M parameters: one large GPU, a day."""
+    return RunConfig(
+        preset="base",
+        model=ModelConfig(d_model=768, n_heads=12, n_layers=12, d_ff=3072, seq_len=512),
+        data=DataConfig(tokenizer="bpe", bpe_vocab_size=16_384),
+        train=TrainConfig(
+            batch_size=64,
+            lr=3e-4,
+            warmup_steps=2000,
+            max_steps=100_000,
+            eval_every=2000,
+            sample_every=2000,
+            checkpoint_every=5000,
+            eval_tokens=131_072,
+        ),
+    )
+
+
+PRESETS = {
+    "default": _preset_default,
+    "tiny": _preset_tiny,
+    "seed": _preset_seed,
+    "small": _preset_small,
+    "base": _preset_base,
+}
+
+
+def get_preset(name: str) -> RunConfig:
+    """A fresh copy of a named preset."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PRESETS[name]().validate()
+
+
+def adapt_process(cfg: RunConfig, kind: str) -> RunConfig:
+    """Switch a config to another process, fixing the settings that process requires."""
+    _choice("process", kind, PROCESSES)
+    cfg.process.kind = kind
+    if kind == "uniform":
+        cfg.model.time_embedding = True
+    if cfg.sample.sampler != "auto":
+        natural = {"mask": ("low_confidence", "random", "threshold"), "uniform": ("uniform",)}
+        if cfg.sample.sampler not in natural.get(kind, ("ar",)):
+            cfg.sample.sampler = "auto"
+    return cfg
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON settings file into a nested dict."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {p}") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {p}: {e.strerror}") from None
+    try:
+        text = raw.decode("utf-8")
+        if p.suffix == ".json":
+            data = json.loads(text)
+        else:
+            data = tomllib.loads(text)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ConfigError(f"cannot parse config file {p}: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {p} must contain a table/object")
+    return data
