@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-STATES = ("started", "paused", "resumed", "stopping", "finished", "failed")
+STATES = ("started", "paused", "resumed", "stopping", "stopped", "finished", "failed")
 
 
 @dataclass

@@ -1,11 +1,37 @@
 """Samplers: generators that yield one :class:`Frame` per model call.
 
-(stub — being written)
+Frames carry plain Python lists, never tensors, so a UI thread can draw the denoising as it
+happens. Fixed positions (a prompt prefix, or the context of an infill template) never change.
+
+- masked process: ``low_confidence`` (LLaDA: a fixed number of tokens revealed per step, the
+  most confident first, optional semi-autoregressive blocks, Gumbel-max temperature in float64),
+  ``random`` (same schedule, random order) and ``threshold`` (reveal every token whose
+  confidence exceeds tau, at least one per step: far fewer model calls).
+- uniform process: ancestral sampling from pure noise, T -> 0, with a stride.
+- ar: left to right, one token per call.
 """
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
+
+import torch
+
+from .config import SampleConfig
+from .errors import ConfigError
+from .processes import AutoregressiveProcess, MaskedProcess, NoiseProcess, UniformProcess
+
+MASK_MARKER = re.compile(r"\[MASK(?:\*(\d+))?\]")
+"""Infill marker in a prompt: ``[MASK]`` is one token to generate, ``[MASK*12]`` twelve."""
+
+NATURAL_SAMPLERS = {
+    "mask": ("low_confidence", "random", "threshold"),
+    "uniform": ("uniform",),
+    "ar": ("ar",),
+}
 
 
 @dataclass
@@ -26,3 +52,241 @@ class Frame:
     confidence: list[float]
     fixed: list[bool]
     done: bool = False
+
+
+def parse_template(tokenizer, prompt: str, length: int) -> tuple[list[int], list[bool]]:
+    """Token ids and a 'fixed' flag per position for a prompt or an infill template.
+
+    Without markers the prompt is a fixed prefix followed by ``length`` generated positions;
+    with ``[MASK]``/``[MASK*N]`` markers exactly the marked positions are generated.
+    """
+    ids: list[int] = []
+    fixed: list[bool] = []
+    pos = 0
+    has_marker = False
+    for m in MASK_MARKER.finditer(prompt):
+        has_marker = True
+        piece = tokenizer.encode(prompt[pos : m.start()]) if m.start() > pos else []
+        ids += piece
+        fixed += [True] * len(piece)
+        n = int(m.group(1) or 1)
+        if n < 1:
+            raise ConfigError("an infill marker must ask for at least one token: [MASK*N], N>=1")
+        ids += [tokenizer.mask_id] * n
+        fixed += [False] * n
+        pos = m.end()
+    tail = tokenizer.encode(prompt[pos:]) if pos < len(prompt) else []
+    ids += tail
+    fixed += [True] * len(tail)
+    if not has_marker:
+        ids += [tokenizer.mask_id] * length
+        fixed += [False] * length
+    return ids, fixed
+
+
+def resolve_sampler(process: NoiseProcess, name: str) -> str:
+    natural = NATURAL_SAMPLERS[process.kind]
+    if name in ("auto", "", None):
+        return natural[0]
+    if name not in natural:
+        raise ConfigError(
+            f"sampler {name!r} does not fit a {process.kind!r} model; use one of {', '.join(natural)}"
+        )
+    return name
+
+
+@torch.no_grad()
+def generate(
+    model,
+    process: NoiseProcess,
+    tokenizer,
+    cfg: SampleConfig,
+    prompt: str = "",
+    *,
+    device: torch.device | str = "cpu",
+    max_len: int | None = None,
+) -> Iterator[Frame]:
+    """Yield a frame per model call; the last frame has ``done=True``."""
+    ids, fixed = parse_template(tokenizer, prompt, cfg.length)
+    if max_len is not None and len(ids) > max_len:
+        raise ConfigError(
+            f"prompt plus length is {len(ids)} tokens, more than the model's seq_len {max_len}"
+        )
+    if all(fixed):
+        raise ConfigError("nothing to generate: ask for --length > 0 or mark [MASK] positions")
+    sampler = resolve_sampler(process, cfg.sampler)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    was_training = model.training
+    model.eval()
+    x = torch.tensor([ids], dtype=torch.long, device=device)
+    fixed_t = torch.tensor(fixed, dtype=torch.bool, device=device)
+    try:
+        if sampler in ("low_confidence", "random", "threshold"):
+            yield from _masked(model, process, x, fixed_t, cfg, sampler, gen)
+        elif sampler == "uniform":
+            yield from _uniform(model, process, x, fixed_t, cfg, gen)
+        else:
+            yield from _autoregressive(model, process, x, fixed_t, cfg, gen)
+    finally:
+        model.train(was_training)
+
+
+def final_frame(model, process, tokenizer, cfg: SampleConfig, prompt: str = "", **kw) -> Frame:
+    """Run a sampler to the end; the last frame holds the text and the number of model calls."""
+    last = None
+    for last in generate(model, process, tokenizer, cfg, prompt, **kw):
+        pass
+    assert last is not None
+    return last
+
+
+def sample_text(model, process, tokenizer, cfg: SampleConfig, prompt: str = "", **kw) -> str:
+    """Run a sampler to the end and decode the whole sequence (prompt included)."""
+    return tokenizer.decode(final_frame(model, process, tokenizer, cfg, prompt, **kw).tokens)
+
+
+def _frame(step, nfe, x, masked, changed, conf, fixed, done=False) -> Frame:
+    return Frame(
+        step=step,
+        nfe=nfe,
+        tokens=x[0].tolist(),
+        masked=masked.tolist(),
+        changed=sorted(int(i) for i in changed),
+        confidence=[round(float(c), 4) for c in conf.tolist()],
+        fixed=fixed.tolist(),
+        done=done,
+    )
+
+
+def gumbel_argmax(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
+    """Sample argmax(logits/T + Gumbel) in float64 (LLaDA's exp(l) / (-log u)^T form).
+
+    float64 matters: in low precision the Gumbel noise of near-tied tokens collapses and
+    sampling quality drops. Temperature 0 is plain argmax.
+    """
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits.double()
+    u = torch.rand(logits.shape, generator=gen, dtype=torch.float64).to(logits.device)
+    gumbel = logits.exp() / (-torch.log(u.clamp_min(1e-300))) ** temperature
+    return gumbel.argmax(dim=-1)
+
+
+def transfer_schedule(n_masked: int, steps: int) -> list[int]:
+    """How many tokens each step reveals: as even as possible, remainder first (as LLaDA)."""
+    base, rem = divmod(n_masked, steps)
+    return [base + (1 if i < rem else 0) for i in range(steps)]
+
+
+def _blocks(positions: list[int], block_length: int) -> list[list[int]]:
+    if block_length <= 0 or block_length >= len(positions):
+        return [positions]
+    return [positions[i : i + block_length] for i in range(0, len(positions), block_length)]
+
+
+def _masked(model, process: MaskedProcess, x, fixed, cfg: SampleConfig, sampler: str, gen):
+    """LLaDA-style reverse process: start from masks, reveal tokens by confidence."""
+    mask_id = process.mask_id
+    gen_pos = (~fixed).nonzero().squeeze(1).tolist()
+    n = len(gen_pos)
+    blocks = _blocks(gen_pos, cfg.block_length)
+    total_steps = cfg.steps if cfg.steps > 0 else n
+    total_steps = max(total_steps, len(blocks))
+    # Steps per block: even split, earlier blocks take the remainder.
+    per_block = transfer_schedule(total_steps, len(blocks))
+    conf = torch.where(fixed, 1.0, 0.0).double()
+    nfe = 0
+    step = 0
+    yield _frame(0, 0, x, x[0] == mask_id, [], conf, fixed)
+    for b, block in enumerate(blocks):
+        in_block = torch.zeros_like(fixed)
+        in_block[block] = True
+        s_block = max(1, min(per_block[b], len(block)))
+        schedule = transfer_schedule(len(block), s_block)
+        k_iter = iter(schedule)
+        while bool(((x[0] == mask_id) & in_block).any()):
+            logits = process.x0_logits(model, x, None)[0]
+            nfe += 1
+            step += 1
+            x0 = gumbel_argmax(logits, cfg.temperature, gen)
+            p = torch.softmax(logits.double(), dim=-1)
+            x0_p = p.gather(-1, x0[:, None]).squeeze(-1)
+            mask_now = x[0] == mask_id
+            candidates = mask_now & in_block
+            if sampler == "random":
+                score = torch.rand(x0_p.shape, generator=gen, dtype=torch.float64).to(x.device)
+            else:
+                score = x0_p
+            score = torch.where(candidates, score, torch.tensor(-math.inf, dtype=torch.float64))
+            if sampler == "threshold":
+                pick = candidates & (x0_p >= cfg.threshold)
+                if not bool(pick.any()):
+                    pick[score.argmax()] = True
+                reveal = pick.nonzero().squeeze(1)
+            else:
+                k = next(k_iter, int(candidates.sum()))
+                k = max(1, min(k, int(candidates.sum())))
+                reveal = torch.topk(score, k).indices
+            x[0, reveal] = x0[reveal]
+            # Confidence: revealed tokens keep the probability they were chosen with; masked
+            # positions show the model's current best guess, for the UI's colouring.
+            conf = torch.where(x[0] == mask_id, x0_p, conf)
+            conf[reveal] = x0_p[reveal]
+            done = not bool((x[0] == mask_id).any())
+            yield _frame(step, nfe, x, x[0] == mask_id, reveal.tolist(), conf, fixed, done)
+
+
+def _uniform(model, process: UniformProcess, x, fixed, cfg: SampleConfig, gen):
+    """Ancestral sampling of the uniform process from pure noise, with a step stride."""
+    T = process.T
+    steps = cfg.steps if cfg.steps > 0 else 100
+    steps = max(1, min(steps, T))
+    times = torch.linspace(T, 0, steps + 1).round().long().unique_consecutive().tolist()
+    noise = process.random_tokens(x.shape, gen, x.device)
+    x = torch.where(fixed[None], x, noise)
+    allowed = process.allowed_ids.to(x.device)
+    conf = torch.where(fixed, 1.0, 0.0).double()
+    not_masked = torch.zeros_like(fixed)
+    yield _frame(0, 0, x, not_masked, [], conf, fixed)
+    temp = cfg.temperature if cfg.temperature > 0 else 1.0
+    nfe = 0
+    for k in range(len(times) - 1):
+        i = torch.tensor([times[k]], device=x.device)
+        s = torch.tensor([times[k + 1]], device=x.device)
+        logits = process.x0_logits(model, x, process.model_time(i))
+        nfe += 1
+        p_x0 = torch.softmax(logits[..., process.allowed.to(x.device)].double() / temp, dim=-1)
+        last = times[k + 1] == 0
+        if last and cfg.temperature == 0:
+            new_idx = p_x0.argmax(dim=-1)
+        else:
+            post = torch.softmax(process.posterior_logits(x, p_x0, i, s), dim=-1)
+            flat = post.view(-1, post.shape[-1]).float()
+            new_idx = torch.multinomial(flat.cpu(), 1, generator=gen).view(x.shape).to(x.device)
+        new = torch.where(fixed[None], x, allowed[new_idx])
+        changed = (new != x)[0].nonzero().squeeze(1).tolist()
+        x = new
+        idx = process._allowed_index(x)
+        conf = torch.where(fixed, 1.0, p_x0[0].gather(-1, idx[0][:, None]).squeeze(-1))
+        yield _frame(k + 1, nfe, x, not_masked, changed, conf, fixed, done=last)
+
+
+def _autoregressive(model, process: AutoregressiveProcess, x, fixed, cfg: SampleConfig, gen):
+    """Left to right: one model call per generated token."""
+    gen_pos = (~fixed).nonzero().squeeze(1).tolist()
+    if gen_pos != list(range(gen_pos[0], x.shape[1])):
+        raise ConfigError("an ar model can only continue a prompt; infill needs a diffusion model")
+    conf = torch.where(fixed, 1.0, 0.0).double()
+    masked = ~fixed
+    yield _frame(0, 0, x, masked, [], conf, fixed)
+    for n, pos in enumerate(gen_pos, start=1):
+        logits = process.x0_logits(model, process.shift_right(x[:, : pos + 1]), None)[0, pos]
+        if cfg.temperature == 0:
+            tok = logits.argmax()
+        else:
+            probs = torch.softmax(logits.double() / cfg.temperature, dim=-1)
+            tok = torch.multinomial(probs.float().cpu(), 1, generator=gen)[0].to(x.device)
+        x[0, pos] = tok
+        conf[pos] = torch.softmax(logits.double(), dim=-1)[tok]
+        masked[pos] = False
+        yield _frame(n, n, x, masked, [pos], conf, fixed, done=n == len(gen_pos))

@@ -1,0 +1,583 @@
+"""Safe, atomic checkpoints: safetensors + JSON only, never pickle.
+
+Layout of one checkpoint (a folder ``step-00000100`` under a run's ``checkpoints/``)::
+
+    model.safetensors   weights (tied tensors stored once, see below)
+    state.safetensors   optimizer tensors ``opt.*`` and caller tensors ``extra.<key>`` (RNG ...)
+    meta.json           step/epoch/data position, the optimizer's non-tensor structure,
+                        format version and the sha256 of both .safetensors files
+
+Why this shape:
+
+* No pickle anywhere, so loading a checkpoint from an untrusted source cannot run code; a
+  damaged, truncated or substituted file fails its sha256 or the safetensors parser and raises a
+  one-line :class:`CheckpointError`.
+* Crash safety: the folder is built under ``.tmp-<name>-<pid>``, every file and the folder are
+  fsync'd, then it is renamed into place and only then ``last.json`` (the pointer to the latest
+  checkpoint) is replaced atomically. A SIGKILL at any instant leaves ``last.json`` naming a
+  complete checkpoint; if ``last.json`` itself is missing or damaged, loading falls back to the
+  highest-numbered ``step-*`` folder that verifies.
+* Tied weights: safetensors refuses tensors that share storage, so a state-dict entry that is the
+  very same tensor as an earlier one is stored once and recorded in ``meta["tied"]``; loading
+  puts the alias back (same tensor object), so ``load_state_dict(strict=True)`` is happy.
+
+:func:`atomic_write_text` / :func:`atomic_write_bytes` are the project's one place for atomic
+file replacement.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .errors import CheckpointError
+
+FORMAT_VERSION = 1
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "state.safetensors"
+META_FILE = "meta.json"
+LAST_FILE = "last.json"
+TMP_PREFIX = ".tmp-"
+_STEP_RE = re.compile(r"^step-(\d+)$")
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make renames/creations inside ``path`` durable (no-op where a folder can't be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` so that readers see the old or the new content, never a mix."""
+    path = Path(path)
+    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}-{time.monotonic_ns()}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """UTF-8 text version of :func:`atomic_write_bytes`."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# --------------------------------------------------------------------------- config fingerprint
+
+# Settings that change what the weights mean; training-only knobs (lr, dropout, eps ...) may
+# change between a checkpoint and its resume.
+_RELEVANT = {
+    "model": (
+        "d_model",
+        "n_heads",
+        "n_layers",
+        "d_ff",
+        "seq_len",
+        "positions",
+        "time_embedding",
+        "tie_weights",
+        "vocab_size",
+    ),
+    "process": ("kind", "timesteps", "schedule"),
+    "data": ("tokenizer", "bpe_vocab_size", "word_min_count"),
+}
+
+
+def relevant_config(config_dict: Mapping[str, Any] | Any) -> dict[str, Any]:
+    """The model-, process- and tokenizer-defining part of a config (``RunConfig`` or its dict)."""
+    if hasattr(config_dict, "to_dict"):
+        config_dict = config_dict.to_dict()
+    out: dict[str, Any] = {}
+    for section, keys in _RELEVANT.items():
+        sec = config_dict.get(section) or {}
+        for k in keys:
+            if k in sec:
+                out[f"{section}.{k}"] = sec[k]
+    return out
+
+
+def config_fingerprint(config_dict: Mapping[str, Any] | Any) -> str:
+    """sha256 of :func:`relevant_config`, to refuse resuming into a different model."""
+    blob = json.dumps(relevant_config(config_dict), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def checkpoint_meta(
+    config_dict: Mapping[str, Any] | Any,
+    *,
+    step: int,
+    epoch: float = 0.0,
+    data_position: Any = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """Build the caller part of ``meta`` (with the fingerprint :func:`check_compatible` reads)."""
+    return {
+        "step": int(step),
+        "epoch": epoch,
+        "data_position": data_position,
+        "config_fingerprint": config_fingerprint(config_dict),
+        "relevant_config": relevant_config(config_dict),
+        **extra,
+    }
+
+
+def check_compatible(meta: Mapping[str, Any], config_dict: Mapping[str, Any] | Any) -> None:
+    """Raise if the checkpoint was written for another model; silent when no fingerprint stored."""
+    stored = meta.get("config_fingerprint")
+    if not stored or stored == config_fingerprint(config_dict):
+        return
+    now = relevant_config(config_dict)
+    old = meta.get("relevant_config")
+    if isinstance(old, dict):
+        diffs = [
+            f"{k}: {old.get(k)!r} -> {now.get(k)!r}"
+            for k in sorted(set(old) | set(now))
+            if old.get(k) != now.get(k)
+        ]
+        detail = ", ".join(diffs) or "fingerprint differs"
+    else:
+        detail = "fingerprint differs"
+    where = meta.get("path") or f"step {meta.get('step')}"
+    raise CheckpointError(
+        f"checkpoint {where} was written for a different model configuration ({detail})"
+    )
+
+
+# --------------------------------------------------------------------------- tensor helpers
+
+
+def _to_cpu_copy(t: torch.Tensor) -> torch.Tensor:
+    # An independent, contiguous CPU copy: safetensors refuses shared storage and the trainer
+    # keeps mutating the live tensors.
+    return t.detach().to("cpu", copy=True).contiguous()
+
+
+def _dedupe_model_state(
+    state: Mapping[str, torch.Tensor],
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Store each distinct tensor once; map alias key -> canonical key for tied weights."""
+    seen: dict[tuple[Any, ...], str] = {}
+    tensors: dict[str, torch.Tensor] = {}
+    tied: dict[str, str] = {}
+    for key, t in state.items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"model state entry {key!r} is not a tensor")
+        ident = (
+            t.device.type,
+            t.untyped_storage().data_ptr() if t.numel() else id(t),
+            t.storage_offset(),
+            tuple(t.shape),
+            tuple(t.stride()),
+            t.dtype,
+        )
+        if ident in seen:
+            tied[key] = seen[ident]
+            continue
+        seen[ident] = key
+        tensors[key] = _to_cpu_copy(t)
+    return tensors, tied
+
+
+def _encode(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """Turn an optimizer state dict into JSON, moving tensors out under their path names."""
+    if isinstance(obj, torch.Tensor):
+        name = path
+        i = 1
+        while name in tensors:
+            i += 1
+            name = f"{path}~{i}"
+        tensors[name] = _to_cpu_copy(obj)
+        return {"__tensor__": name}
+    if isinstance(obj, bool) or obj is None or isinstance(obj, (int, float, str)):
+        return obj
+    if isinstance(obj, tuple):
+        return {"__tuple__": [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]}
+    if isinstance(obj, list):
+        return [_encode(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]
+    if isinstance(obj, Mapping):
+        if all(isinstance(k, str) and not k.startswith("__") for k in obj):
+            return {k: _encode(v, f"{path}.{k}", tensors) for k, v in obj.items()}
+        return {
+            "__items__": [
+                [_encode(k, f"{path}.key", tensors), _encode(v, f"{path}.{k}", tensors)]
+                for k, v in obj.items()
+            ]
+        }
+    raise CheckpointError(f"cannot store optimizer value of type {type(obj).__name__} at {path}")
+
+
+def _decode(obj: Any, tensors: Mapping[str, torch.Tensor], where: Path) -> Any:
+    if isinstance(obj, list):
+        return [_decode(v, tensors, where) for v in obj]
+    if not isinstance(obj, dict):
+        return obj
+    if "__tensor__" in obj:
+        name = obj["__tensor__"]
+        if name not in tensors:
+            raise CheckpointError(f"checkpoint {where} is damaged: tensor {name!r} is missing")
+        return tensors[name]
+    if "__tuple__" in obj:
+        return tuple(_decode(v, tensors, where) for v in obj["__tuple__"])
+    if "__items__" in obj:
+        return {_decode(k, tensors, where): _decode(v, tensors, where) for k, v in obj["__items__"]}
+    return {k: _decode(v, tensors, where) for k, v in obj.items()}
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _ldlm_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("ldlm")
+    except Exception:  # not installed (running from a source tree)
+        return "unknown"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    except OSError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- save
+
+
+def checkpoint_name(step: int) -> str:
+    """Folder name for a step; zero-padded so names sort like steps."""
+    return f"step-{int(step):08d}"
+
+
+def save_checkpoint(
+    directory: Path,
+    *,
+    model_state: Mapping[str, torch.Tensor],
+    optimizer_state: Mapping[str, Any] | None,
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
+    meta: Mapping[str, Any],
+) -> Path:
+    """Write one checkpoint atomically and point ``last.json`` at it; returns its folder.
+
+    ``meta`` must hold an integer ``step``; everything in it must be JSON-able (use
+    :func:`checkpoint_meta`). Saving a step that already exists replaces it (old folder moved
+    aside first; during that instant loading falls back to the previous step).
+    """
+    directory = Path(directory)
+    if "step" not in meta:
+        raise CheckpointError("checkpoint meta needs a 'step'")
+    step = int(meta["step"])
+    name = checkpoint_name(step)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    model_tensors, tied = _dedupe_model_state(model_state)
+    state_tensors: dict[str, torch.Tensor] = {}
+    opt_struct = _encode(dict(optimizer_state), "opt", state_tensors) if optimizer_state else None
+    for key, t in (extra_tensors or {}).items():
+        if not isinstance(t, torch.Tensor):
+            raise CheckpointError(f"extra tensor {key!r} is not a tensor")
+        state_tensors[f"extra.{key}"] = _to_cpu_copy(t)
+
+    tmp = directory / f"{TMP_PREFIX}{name}-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    try:
+        files: dict[str, dict[str, Any]] = {}
+        for fname, tensors in ((MODEL_FILE, model_tensors), (STATE_FILE, state_tensors)):
+            p = tmp / fname
+            save_file(tensors, str(p), metadata={"format": "pt"})
+            _fsync_file(p)
+            files[fname] = {"sha256": _sha256_file(p), "bytes": p.stat().st_size}
+        full_meta = dict(meta)
+        full_meta.update(
+            {
+                "step": step,
+                "format_version": FORMAT_VERSION,
+                "ldlm_version": _ldlm_version(),
+                "saved_at": time.time(),
+                "tied": tied,
+                "optimizer": opt_struct,
+                "extra_keys": sorted((extra_tensors or {}).keys()),
+                "files": files,
+            }
+        )
+        try:
+            text = json.dumps(full_meta, indent=1, sort_keys=True)
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"checkpoint meta is not JSON-serialisable: {e}") from None
+        meta_path = tmp / META_FILE
+        meta_path.write_text(text, encoding="utf-8")
+        _fsync_file(meta_path)
+        fsync_dir(tmp)
+
+        final = directory / name
+        if final.exists():
+            trash = directory / f"{TMP_PREFIX}old-{name}-{os.getpid()}"
+            if trash.exists():
+                shutil.rmtree(trash)
+            os.rename(final, trash)
+            os.rename(tmp, final)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+        fsync_dir(directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    atomic_write_text(directory / LAST_FILE, json.dumps({"name": name, "step": step}) + "\n")
+    return final
+
+
+# --------------------------------------------------------------------------- load
+
+
+@dataclass
+class Checkpoint:
+    """A verified checkpoint, ready for ``model/optimizer.load_state_dict``."""
+
+    model_state: dict[str, torch.Tensor]
+    optimizer_state: dict[str, Any] | None
+    extra_tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    path: Path
+    tied: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def step(self) -> int:
+        return int(self.meta.get("step", 0))
+
+
+def read_last(checkpoints_dir: Path) -> dict[str, Any] | None:
+    """The ``last.json`` pointer, or None when missing or unreadable."""
+    try:
+        d = json.loads((Path(checkpoints_dir) / LAST_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(d, dict) or not isinstance(d.get("name"), str):
+        return None
+    if not _STEP_RE.match(d["name"]):
+        return None
+    return d
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
+    """``(step, folder)`` of checkpoints renamed into place (with ``meta.json``), oldest first."""
+    out = []
+    try:
+        entries = list(Path(checkpoints_dir).iterdir())
+    except OSError:
+        return []
+    for p in entries:
+        m = _STEP_RE.match(p.name)
+        if m and p.is_dir() and (p / META_FILE).is_file():
+            out.append((int(m.group(1)), p))
+    out.sort()
+    return out
+
+
+def _load_folder(path: Path) -> Checkpoint:
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    meta_path = path / META_FILE
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint {path} is incomplete: {META_FILE} is missing") from None
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"checkpoint {meta_path} is unreadable: {msg}") from None
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"checkpoint {meta_path} is not a JSON object")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {version!r}; "
+            f"this ldlm reads version {FORMAT_VERSION}"
+        )
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        raise CheckpointError(f"checkpoint {meta_path} lists no files")
+    loaded: dict[str, dict[str, torch.Tensor]] = {}
+    for fname in (MODEL_FILE, STATE_FILE):
+        p = path / fname
+        info = files.get(fname)
+        if not isinstance(info, dict) or "sha256" not in info:
+            raise CheckpointError(f"checkpoint {meta_path} has no checksum for {fname}")
+        if not p.is_file():
+            raise CheckpointError(f"checkpoint file {p} is missing")
+        size = p.stat().st_size
+        if "bytes" in info and size != info["bytes"]:
+            raise CheckpointError(
+                f"checkpoint file {p} is truncated or altered ({size} bytes, expected "
+                f"{info['bytes']})"
+            )
+        if _sha256_file(p) != info["sha256"]:
+            raise CheckpointError(f"checkpoint file {p} is damaged or altered (sha256 mismatch)")
+        try:
+            # safetensors only parses a JSON header and raw buffers: no code can run here.
+            loaded[fname] = load_file(str(p), device="cpu")
+        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise CheckpointError(
+                f"checkpoint file {p} is not a valid safetensors file: {msg}"
+            ) from None
+
+    model_state = loaded[MODEL_FILE]
+    tied = meta.get("tied") or {}
+    for canonical in tied.values():
+        if canonical not in model_state:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged: tied weight {canonical!r} missing"
+            )
+    # Rebuild in the saved order with aliases as the very same tensor (tied weights).
+    ordered: dict[str, torch.Tensor] = {}
+    for k in list(model_state) + list(tied):
+        ordered[k] = model_state[tied.get(k, k)]
+    state_tensors = loaded[STATE_FILE]
+    opt = meta.get("optimizer")
+    optimizer_state = _decode(opt, state_tensors, path) if opt is not None else None
+    extra = {k[len("extra.") :]: v for k, v in state_tensors.items() if k.startswith("extra.")}
+    meta["path"] = str(path)
+    return Checkpoint(ordered, optimizer_state, extra, meta, path, dict(tied))
+
+
+def load_checkpoint(checkpoints_dir: Path, name: str | None = None) -> Checkpoint:
+    """Load and verify a checkpoint (``name=None``/``"last"``: the latest complete one)."""
+    checkpoints_dir = Path(checkpoints_dir)
+    if name is not None and name != "last":
+        if not _STEP_RE.match(name) and name.isdigit():
+            name = checkpoint_name(int(name))
+        return _load_folder(checkpoints_dir / name)
+    last = read_last(checkpoints_dir)
+    if last is not None and (checkpoints_dir / last["name"]).is_dir():
+        return _load_folder(checkpoints_dir / last["name"])
+    # No usable pointer (crash before the first pointer write, or damaged): newest that verifies.
+    candidates = list_checkpoints(checkpoints_dir)
+    if not candidates:
+        raise CheckpointError(f"no checkpoint found in {checkpoints_dir}")
+    first_error: CheckpointError | None = None
+    for _, p in reversed(candidates):
+        try:
+            return _load_folder(p)
+        except CheckpointError as e:
+            first_error = first_error or e
+    assert first_error is not None
+    raise first_error
+
+
+# --------------------------------------------------------------------------- prune
+
+
+def prune_checkpoints(checkpoints_dir: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints (never the one ``last.json`` names).
+
+    Also removes ``.tmp-*`` leftovers of writers that are no longer running. Returns what was
+    removed.
+    """
+    checkpoints_dir = Path(checkpoints_dir)
+    keep = max(1, int(keep))
+    removed: list[Path] = []
+    last = read_last(checkpoints_dir)
+    protected = last["name"] if last else None
+    complete = list_checkpoints(checkpoints_dir)
+    for _, p in complete[: max(0, len(complete) - keep)]:
+        if p.name == protected:
+            continue
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    try:
+        entries = list(checkpoints_dir.iterdir())
+    except OSError:
+        return removed
+    for p in entries:
+        if not p.name.startswith(TMP_PREFIX):
+            continue
+        # Folders: .tmp-[old-]<name>-<pid>; files (atomic writes): .tmp-<name>-<pid>-<ns>.
+        m = re.search(r"-(\d+)$" if p.is_dir() else r"-(\d+)-\d+$", p.name)
+        pid = int(m.group(1)) if m else -1
+        if pid == os.getpid() or _pid_alive(pid):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                p.unlink()
+        removed.append(p)
+    return removed
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "check_compatible",
+    "checkpoint_meta",
+    "checkpoint_name",
+    "config_fingerprint",
+    "fsync_dir",
+    "list_checkpoints",
+    "load_checkpoint",
+    "prune_checkpoints",
+    "read_last",
+    "relevant_config",
+    "save_checkpoint",
+]

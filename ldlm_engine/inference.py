@@ -1,0 +1,100 @@
+"""Loading a trained run for generation and evaluation (no optimizer, no training state)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoint import check_compatible, load_checkpoint
+from .config import RunConfig
+from .errors import CheckpointError
+from .evaluation import BoundEstimate, estimate_nll
+from .model import DiffusionTransformer
+from .processes import NoiseProcess
+from .runs import RunDir, resolve_run
+from .tokenizers import Tokenizer, load_tokenizer
+from .training import TOKENIZER_FILE, autocast_dtype, build_model, prepare_data, resolve_device
+
+
+@dataclass
+class LoadedRun:
+    """A run's model at its latest checkpoint, ready to sample from or evaluate."""
+
+    run: RunDir
+    config: RunConfig
+    tokenizer: Tokenizer
+    model: DiffusionTransformer
+    process: NoiseProcess
+    step: int
+    device: torch.device
+
+
+def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:
+    """Rebuild model, process and tokenizer from a run directory and its latest checkpoint.
+
+    Works on a run that is still training: checkpoints are written atomically, so the newest
+    complete one is always readable.
+    """
+    rd = run if isinstance(run, RunDir) else resolve_run(run)
+    config = RunConfig.from_dict(rd.read_config())
+    tokenizer = load_tokenizer(rd.path_of(TOKENIZER_FILE))
+    if tokenizer.vocab_size != config.model.vocab_size:
+        raise CheckpointError(
+            f"{rd.path_of(TOKENIZER_FILE)} has {tokenizer.vocab_size} tokens but the model "
+            f"expects {config.model.vocab_size}"
+        )
+    dev = resolve_device(device)
+    model, process = build_model(config, tokenizer)
+    ck = load_checkpoint(rd.checkpoints_dir)
+    check_compatible(ck.meta, config.to_dict())
+    try:
+        model.load_state_dict(ck.model_state)
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"checkpoint {ck.path} does not fit the run's model: {str(e).splitlines()[0]}"
+        ) from None
+    model.to(dev).eval()
+    process.allowed = process.allowed.to(dev)
+    return LoadedRun(rd, config, tokenizer, model, process, ck.step, dev)
+
+
+def evaluate_run(
+    loaded: LoadedRun,
+    *,
+    data: str | None = None,
+    max_tokens: int | None = None,
+    samples: int | None = None,
+    seed: int = 0,
+) -> BoundEstimate:
+    """Held-out bits/char of a run: its own validation split, or all of another file."""
+    from .corpora import load_corpus
+    from .data import encode_corpus, eval_windows
+
+    cfg = loaded.config
+    seq_len = cfg.model.seq_len
+    max_tokens = max_tokens or max(cfg.train.eval_tokens, 65_536)
+    if data is None:
+        splits = prepare_data(cfg, loaded.tokenizer).splits
+        val, chars = splits.val, splits.val_chars
+    else:
+        text = load_corpus(data).text
+        val = encode_corpus(loaded.tokenizer, text)
+        chars = len(text)
+        if val.numel() < seq_len:
+            from .errors import DataError
+
+            raise DataError(f"{data} is shorter than one sequence ({val.numel()} < {seq_len} tokens)")
+    windows = eval_windows(val, seq_len, max_tokens)
+    return estimate_nll(
+        loaded.model,
+        loaded.process,
+        windows,
+        chars_per_token=chars / max(1, val.numel()),
+        samples=samples or max(4, cfg.train.eval_samples),
+        batch_size=cfg.train.batch_size,
+        seed=seed,
+        device=loaded.device,
+        autocast_dtype=autocast_dtype(cfg.train.precision, loaded.device),
+    )

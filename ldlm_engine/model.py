@@ -1,0 +1,152 @@
+"""The DiffusionTransformer: one bidirectional (or causal) transformer for every process.
+
+It maps a sequence of (possibly corrupted) tokens, and optionally the noise level t, to logits
+over the vocabulary at every position; the processes decide what those logits mean (the clean
+token x0 for diffusion, the next token for ``ar``). Kept in one readable file on purpose.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import ModelConfig
+
+
+def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
+    """Transformer sin/cos features of (possibly fractional) positions: [..., dim]."""
+    half = dim // 2
+    freqs = torch.exp(
+        -math.log(10_000.0) * torch.arange(half, dtype=torch.float32, device=positions.device) / half
+    )
+    angles = positions.float()[..., None] * freqs
+    emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding: rotates query/key channel pairs by position-dependent angles.
+
+    Relative position enters every attention score directly, which is what lets a small
+    bidirectional model leave the unigram plateau quickly (see the README's measurements).
+    """
+
+    def __init__(self, head_dim: int, max_len: int):
+        super().__init__()
+        inv_freq = 1.0 / (10_000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._build(max_len)
+
+    def _build(self, length: int) -> None:
+        t = torch.arange(length, dtype=torch.float32, device=self.inv_freq.device)
+        angles = torch.outer(t, self.inv_freq)  # [L, head_dim/2]
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate ``x`` of shape [B, H, L, head_dim]."""
+        length = x.shape[-2]
+        if length > self.cos.shape[0]:
+            self._build(length)
+        cos = self.cos[:length].to(x.dtype)
+        sin = self.sin[:length].to(x.dtype)
+        x1, x2 = x[..., 0::2], x[..., 1::2]
+        out = torch.stack((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+        return out.flatten(-2)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: attention then MLP, each with a residual connection."""
+
+    def __init__(self, cfg: ModelConfig, causal: bool, rotary: Rotary | None):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.causal = causal
+        self.rotary = rotary
+        self.dropout = cfg.dropout
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.fc = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.fc_out = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (z.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2) for z in (q, k, v))
+        if self.rotary is not None:
+            q, k = self.rotary(q), self.rotary(k)
+        y = F.scaled_dot_product_attention(
+            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+        )
+        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
+        x = x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
+        return x
+
+
+class DiffusionTransformer(nn.Module):
+    """Token embedding, positions, optional time embedding, pre-norm blocks, vocabulary head."""
+
+    def __init__(self, cfg: ModelConfig, causal: bool = False):
+        super().__init__()
+        if cfg.vocab_size < 2:
+            raise ValueError("ModelConfig.vocab_size must be set from the tokenizer")
+        self.cfg = cfg
+        self.causal = causal
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        rotary = None
+        if cfg.positions == "rope":
+            rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.seq_len)
+        else:
+            pe = sinusoid(torch.arange(cfg.seq_len), cfg.d_model)
+            self.register_buffer("pos_emb", pe, persistent=False)
+        self.time_mlp = None
+        if cfg.time_embedding:
+            self.time_mlp = nn.Sequential(
+                nn.Linear(cfg.d_model, cfg.d_model), nn.SiLU(), nn.Linear(cfg.d_model, cfg.d_model)
+            )
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, causal, rotary) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.apply(self._init)
+        for block in self.blocks:  # GPT-2 style: keep the residual stream's variance in check
+            for lin in (block.proj, block.fc_out):
+                nn.init.normal_(lin.weight, std=0.02 / math.sqrt(2 * cfg.n_layers))
+        if cfg.tie_weights:
+            self.head.weight = self.tok_emb.weight
+
+    @staticmethod
+    def _init(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=0.02)
+            if getattr(module, "bias", None) is not None:
+                nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, tokens: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits [B, L, V] for tokens [B, L]; ``t`` [B] in [0, 1] is used if time-conditioned."""
+        b, n = tokens.shape
+        x = self.tok_emb(tokens)
+        if self.cfg.positions == "sincos":
+            if n > self.pos_emb.shape[0]:
+                raise ValueError(f"sequence of {n} tokens exceeds seq_len {self.pos_emb.shape[0]}")
+            x = x + self.pos_emb[:n].to(x.dtype)
+        if self.time_mlp is not None:
+            if t is None:
+                raise ValueError("this model is conditioned on t; pass t")
+            temb = self.time_mlp(sinusoid(t * 1000.0, self.cfg.d_model).to(x.dtype))
+            x = x + temb[:, None, :]
+        x = self.drop(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.ln_f(x))

@@ -1,0 +1,248 @@
+"""Noise processes: how clean text is corrupted, the training loss, and a likelihood bound.
+
+Every process trains the same network to predict the clean token x0 (D3PM's x0
+parameterisation); they differ in the corruption and in how the loss bounds the NLL:
+
+- ``mask``  (LLaDA/MDLM): each token becomes ``<mask>`` with probability t ~ U(eps, 1); the
+  1/t-weighted cross-entropy on masked tokens is an upper bound on -log p(x0).
+- ``uniform`` (the seed's): at step i of T each token is replaced by a random token with
+  probability 1 - alpha_bar(i); trained with plain CE against x0, bounded by D3PM's
+  discrete-time ELBO for uniform transitions.
+- ``ar``: the same transformer, causal, next-token CE; the exact NLL, the yardstick.
+
+``nll_terms`` returns one Monte Carlo draw of the per-sequence bound (nats) for given uniform
+numbers ``u``, so :mod:`ldlm_engine.evaluation` can stratify draws and report a standard error.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .config import ProcessConfig
+from .model import DiffusionTransformer
+
+
+def stratified_uniform(n: int, generator: torch.Generator | None, device=None) -> torch.Tensor:
+    """n numbers in [0, 1), one in each of n equal strata, in random order (antithetic draws)."""
+    u0 = torch.rand((), generator=generator)
+    perm = torch.randperm(n, generator=generator)
+    return ((u0 + perm.double()) / n).float().to(device)
+
+
+class NoiseProcess:
+    """Shared plumbing: which token ids the model may predict, and the logits it predicts."""
+
+    kind = "base"
+    exact = False  # True when nll_terms is the exact NLL rather than a bound
+
+    def __init__(self, cfg: ProcessConfig, vocab_size: int, mask_id: int, pad_id: int, bos_id: int):
+        self.cfg = cfg
+        self.vocab_size = vocab_size
+        self.mask_id = mask_id
+        self.pad_id = pad_id
+        self.bos_id = bos_id
+        allowed = torch.ones(vocab_size, dtype=torch.bool)
+        allowed[[mask_id, pad_id]] = False
+        self.allowed = allowed  # ids a clean text may contain (never <mask> or <pad>)
+        self.allowed_ids = allowed.nonzero().squeeze(1)
+
+    def x0_logits(self, model: DiffusionTransformer, xt: torch.Tensor, t: torch.Tensor | None):
+        """Float32 logits for x0 with the impossible ids (mask, pad) removed."""
+        logits = model(xt, t).float()
+        return logits.masked_fill(~self.allowed.to(logits.device), float("-inf"))
+
+    def draw_u(self, batch: int, generator: torch.Generator | None, device) -> torch.Tensor:
+        if self.cfg.antithetic:
+            return stratified_uniform(batch, generator, device)
+        return torch.rand(batch, generator=generator).to(device)
+
+    def loss(self, model, x0: torch.Tensor, generator: torch.Generator | None = None):
+        raise NotImplementedError
+
+    def nll_terms(self, model, x0: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class MaskedProcess(NoiseProcess):
+    """LLaDA's absorbing process: mask with probability t, predict the masked tokens."""
+
+    kind = "mask"
+
+    def t_from_u(self, u: torch.Tensor) -> torch.Tensor:
+        eps = self.cfg.eps
+        return eps + (1.0 - eps) * u
+
+    def corrupt(self, x0: torch.Tensor, t: torch.Tensor, generator=None):
+        """Mask each token independently with probability t (per row); returns (xt, mask)."""
+        r = torch.rand(x0.shape, generator=generator).to(x0.device)
+        mask = r < t[:, None]
+        return x0.masked_fill(mask, self.mask_id), mask
+
+    def _weighted_ce(self, model, x0, u, generator):
+        t = self.t_from_u(u)
+        xt, mask = self.corrupt(x0, t, generator)
+        logits = self.x0_logits(model, xt, t)
+        ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none").view(x0.shape)
+        return (ce * mask) / t[:, None]
+
+    def loss(self, model, x0, generator=None):
+        """Sum over masked positions of CE / t, divided by the number of positions."""
+        u = self.draw_u(x0.shape[0], generator, x0.device)
+        return self._weighted_ce(model, x0, u, generator).sum() / x0.numel()
+
+    def nll_terms(self, model, x0, u, generator=None):
+        """One draw of the same bound with exactly k ~ U{1..L} masked tokens, weighted L/k.
+
+        Integrating Binomial(L, t) masking against 1/t gives exactly this estimator, whose
+        largest weight is L instead of 1/eps: far lower variance for evaluation.
+        """
+        b, length = x0.shape
+        k = (u * length).long().clamp(0, length - 1) + 1  # [B] in 1..L
+        scores = torch.rand(x0.shape, generator=generator).to(x0.device)
+        ranks = scores.argsort(dim=1).argsort(dim=1)
+        mask = ranks < k[:, None]
+        xt = x0.masked_fill(mask, self.mask_id)
+        logits = self.x0_logits(model, xt, k.float() / length)
+        ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none").view(x0.shape)
+        return (ce * mask).sum(dim=1) * length / k
+
+
+def alpha_bar_schedule(timesteps: int, schedule: str) -> torch.Tensor:
+    """alpha_bar[i] for i = 0..T: the probability that a token is still clean at step i."""
+    i = torch.arange(timesteps + 1, dtype=torch.float64)
+    if schedule == "linear":
+        return 1.0 - i / timesteps
+    s = 0.008  # Nichol & Dhariwal's offset, so that alpha_bar(1) is just below 1
+    f = torch.cos((i / timesteps + s) / (1 + s) * math.pi / 2) ** 2
+    ab = f / f[0]
+    ab[-1] = 0.0  # cos(pi/2) is 6e-17 in floating point: make the prior exactly uniform
+    return ab.clamp(0.0, 1.0)
+
+
+class UniformProcess(NoiseProcess):
+    """The seed's process: replace tokens with uniformly random ones, 1000 cosine steps."""
+
+    kind = "uniform"
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.T = self.cfg.timesteps
+        self.alpha_bar = alpha_bar_schedule(self.T, self.cfg.schedule)  # float64 [T+1]
+        self.K = int(self.allowed_ids.numel())
+
+    def replace_prob(self, i: torch.Tensor) -> torch.Tensor:
+        """p(i) = 1 - alpha_bar(i): the chance a token has been replaced by step i."""
+        return (1.0 - self.alpha_bar[i.cpu()]).float().to(i.device)
+
+    def random_tokens(self, shape, generator, device) -> torch.Tensor:
+        idx = torch.randint(self.K, shape, generator=generator)
+        return self.allowed_ids[idx].to(device)
+
+    def corrupt(self, x0: torch.Tensor, i: torch.Tensor, generator=None):
+        """Replace each token with a random allowed token with probability p(i) (per row)."""
+        p = self.replace_prob(i)
+        r = torch.rand(x0.shape, generator=generator).to(x0.device)
+        replace = r < p[:, None]
+        noise = self.random_tokens(x0.shape, generator, x0.device)
+        return torch.where(replace, noise, x0), replace
+
+    def step_from_u(self, u: torch.Tensor) -> torch.Tensor:
+        """Map u in [0, 1) to a step i in 1..T."""
+        return (u * self.T).long().clamp(0, self.T - 1) + 1
+
+    def model_time(self, i: torch.Tensor) -> torch.Tensor:
+        return i.float() / self.T
+
+    def loss(self, model, x0, generator=None):
+        """Cross-entropy against x0 at every position (the seed's objective, x0-parameterised)."""
+        i = self.step_from_u(self.draw_u(x0.shape[0], generator, x0.device))
+        xt, _ = self.corrupt(x0, i, generator)
+        logits = self.x0_logits(model, xt, self.model_time(i))
+        return F.cross_entropy(logits.flatten(0, 1), x0.flatten())
+
+    def _log_mix(self, p: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """log(keep * p + (1 - keep) / K) over allowed ids; ``keep`` is [B] float64."""
+        keep = keep.to(p.dtype)[:, None, None]
+        return torch.log(keep * p + (1.0 - keep) / self.K)
+
+    def posterior_logits(
+        self, xt: torch.Tensor, p_x0: torch.Tensor, i: torch.Tensor, s: torch.Tensor
+    ) -> torch.Tensor:
+        """Unnormalised log p(x_s | x_i) = log sum_x0 q(x_i | x_s) q(x_s | x0) p(x0 | x_i).
+
+        ``p_x0`` is a distribution over the allowed ids [B, L, K] (a one-hot x0 gives the true
+        posterior q(x_s | x_i, x0)). Uniform transitions make the sum closed-form: O(K).
+        """
+        ab_i, ab_s = self.alpha_bar[i.cpu()], self.alpha_bar[s.cpu()]
+        a = (ab_i / ab_s.clamp_min(1e-300)).to(p_x0.device)  # alpha_{i|s}
+        onehot_xt = F.one_hot(self._allowed_index(xt), self.K).to(p_x0.dtype)
+        a_ = a.to(p_x0.dtype)[:, None, None]
+        log_fwd = torch.log(a_ * onehot_xt + (1.0 - a_) / self.K)
+        return log_fwd + self._log_mix(p_x0, ab_s.to(p_x0.device))
+
+    def _allowed_index(self, x: torch.Tensor) -> torch.Tensor:
+        lookup = torch.cumsum(self.allowed.long(), 0) - 1
+        return lookup.to(x.device)[x]
+
+    def model_x0_probs(self, model, xt, i) -> torch.Tensor:
+        logits = self.x0_logits(model, xt, self.model_time(i))
+        return torch.softmax(logits[..., self.allowed.to(logits.device)].double(), dim=-1)
+
+    def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
+        """KL(q(x_T | x0) || uniform) per sequence: zero for the cosine schedule's alpha_bar(T)=0."""
+        ab = float(self.alpha_bar[-1])
+        q_hit = ab + (1 - ab) / self.K
+        q_miss = (1 - ab) / self.K
+        kl = q_hit * math.log(q_hit * self.K)
+        if q_miss > 0:
+            kl += (self.K - 1) * q_miss * math.log(q_miss * self.K)
+        return torch.full((x0.shape[0],), kl * x0.shape[1], dtype=torch.float64, device=x0.device)
+
+    def nll_terms(self, model, x0, u, generator=None):
+        """One draw of D3PM's ELBO: T * L_{i-1} at a random step i, plus the prior term."""
+        i = self.step_from_u(u)
+        xt, _ = self.corrupt(x0, i, generator)
+        p_x0 = self.model_x0_probs(model, xt, i)
+        x0_idx = self._allowed_index(x0)
+        s = i - 1
+        log_p = torch.log_softmax(self.posterior_logits(xt, p_x0, i, s), dim=-1)
+        onehot = F.one_hot(x0_idx, self.K).double()
+        log_q = torch.log_softmax(self.posterior_logits(xt, onehot, i, s), dim=-1)
+        q = log_q.exp()
+        kl = (q * (log_q - log_p)).nan_to_num(0.0).sum(-1)  # 0 * log 0 = 0
+        nll0 = -log_p.gather(-1, x0_idx[..., None]).squeeze(-1)  # step 1: -log p(x0 | x1)
+        term = torch.where((i == 1)[:, None], nll0, kl).sum(dim=1)
+        return (self.T * term + self.prior_kl(x0)).float()
+
+
+class AutoregressiveProcess(NoiseProcess):
+    """Left-to-right baseline: causal attention, next-token cross-entropy, exact NLL."""
+
+    kind = "ar"
+    exact = True
+
+    def shift_right(self, x0: torch.Tensor) -> torch.Tensor:
+        bos = torch.full_like(x0[:, :1], self.bos_id)
+        return torch.cat([bos, x0[:, :-1]], dim=1)
+
+    def _ce(self, model, x0):
+        logits = self.x0_logits(model, self.shift_right(x0), None)
+        return F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none").view(x0.shape)
+
+    def loss(self, model, x0, generator=None):
+        return self._ce(model, x0).mean()
+
+    def nll_terms(self, model, x0, u=None, generator=None):
+        return self._ce(model, x0).sum(dim=1)
+
+
+PROCESS_TYPES = {"mask": MaskedProcess, "uniform": UniformProcess, "ar": AutoregressiveProcess}
+
+
+def make_process(cfg: ProcessConfig, tokenizer) -> NoiseProcess:
+    """Build the configured process for a tokenizer's vocabulary and special ids."""
+    cls = PROCESS_TYPES[cfg.kind]
+    return cls(cfg, tokenizer.vocab_size, tokenizer.mask_id, tokenizer.pad_id, tokenizer.bos_id)

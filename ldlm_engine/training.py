@@ -1,0 +1,542 @@
+"""The Trainer: one loop for every process and preset.
+
+It turns a :class:`RunConfig` into a run: corpus → tokenizer → packed batches → model →
+optimizer, then steps, evaluating the held-out bound, sampling and checkpointing on their
+cadences, and emitting :mod:`events <ldlm_engine.events>` to every sink (``metrics.jsonl``
+when a run directory is given, plus whatever the CLI or TUI adds).
+
+Control: ``request_pause/resume/stop`` from another thread; ``control.json`` in the run
+directory from another process (``ldlm runs stop``); SIGINT/SIGTERM/SIGHUP when ``run`` is
+called on the main thread. All of them act between steps, and a stop always checkpoints.
+
+Exact resume: the checkpoint holds the weights, the optimizer, the global and noise RNG
+states and the data position, so a resumed run reproduces the uninterrupted one step for step
+on CPU.
+
+DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) each rank trains on its own slice of every global
+batch of ``batch_size * world_size`` windows; only rank 0 writes the run directory and emits
+events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from .checkpoint import (
+    atomic_write_text,
+    check_compatible,
+    checkpoint_meta,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .config import RunConfig, SampleConfig
+from .corpora import load_corpus
+from .data import Batcher, TokenSplits, encode_corpus, eval_windows, split_train_val
+from .errors import CheckpointError, ConfigError
+from .evaluation import BoundEstimate, estimate_nll
+from .events import (
+    CheckpointEvent,
+    EvalEvent,
+    Event,
+    SampleEvent,
+    StatusEvent,
+    StepEvent,
+)
+from .model import DiffusionTransformer
+from .processes import NoiseProcess, make_process
+from .runs import RunDir
+from .sampling import final_frame
+from .tokenizers import Tokenizer, build_tokenizer, load_tokenizer
+
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' picks CUDA, then MPS, then CPU; an unavailable explicit choice is a user error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda was asked for, but no CUDA GPU is available here")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    if name == "mps":
+        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ConfigError("--device mps was asked for, but MPS is not available here")
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """bf16 autocast where it helps (CUDA with bf16 support, or any CPU); None = fp32."""
+    if precision != "bf16":
+        return None
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        return None
+    if device.type == "mps":
+        return None
+    return torch.bfloat16
+
+
+def lr_at(step: int, cfg, total_steps: int) -> float:
+    """Linear warmup, then cosine decay to ``min_lr_ratio * lr`` (or constant)."""
+    if cfg.warmup_steps and step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    span = max(1, total_steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    floor = cfg.min_lr_ratio * cfg.lr
+    return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@dataclass
+class Prepared:
+    """Everything built from a config before the first step (shared with eval/generate)."""
+
+    tokenizer: Tokenizer
+    splits: TokenSplits
+    corpus_name: str
+
+
+def prepare_data(cfg: RunConfig, tokenizer: Tokenizer | None = None, text: str | None = None):
+    """Load the corpus, build (or reuse) the tokenizer, encode and split."""
+    corpus_name = cfg.data.source
+    if text is None:
+        corpus = load_corpus(cfg.data.source)
+        text, corpus_name = corpus.text, corpus.name
+    if tokenizer is None:
+        tokenizer = build_tokenizer(
+            cfg.data.tokenizer,
+            text,
+            vocab_size=cfg.data.bpe_vocab_size,
+            min_count=cfg.data.word_min_count,
+        )
+    ids = encode_corpus(tokenizer, text)
+    splits = split_train_val(ids, len(text), cfg.data.val_fraction, cfg.model.seq_len)
+    return Prepared(tokenizer, splits, corpus_name)
+
+
+def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> tuple[DiffusionTransformer, NoiseProcess]:
+    cfg.model.vocab_size = tokenizer.vocab_size
+    model = DiffusionTransformer(cfg.model, causal=cfg.process.kind == "ar")
+    return model, make_process(cfg.process, tokenizer)
+
+
+class Trainer:
+    """Runs one training job; see the module docstring for control and resume semantics."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        *,
+        run_dir: RunDir | None = None,
+        sinks: Iterable[Callable[[Event], None]] = (),
+        resume: bool = False,
+        text: str | None = None,
+        handle_signals: bool = True,
+    ):
+        self.cfg = config.copy()
+        self.run_dir = run_dir
+        self.sinks = list(sinks)
+        self.resume = resume
+        self._text = text
+        self.handle_signals = handle_signals
+        self._stop = threading.Event()
+        self._pause = threading.Event()
+        self.stop_reason = ""
+        self.state = "created"
+        self.step = 0
+        self.best_val_bpc: float | None = None
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.is_main = self.rank == 0
+        self.model: DiffusionTransformer | None = None
+        self.device = resolve_device(self.cfg.train.device)
+
+    # ------------------------------------------------------------------ control
+    def request_stop(self, reason: str = "requested") -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+        self._stop.set()
+        self._pause.clear()
+
+    def request_pause(self) -> None:
+        self._pause.set()
+
+    def request_resume(self) -> None:
+        self._pause.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._pause.is_set()
+
+    # ------------------------------------------------------------------ events
+    def emit(self, event: Event) -> None:
+        if not self.is_main:
+            return
+        if self.run_dir is not None:
+            self.run_dir.append_event(event.to_dict())
+        for sink in self.sinks:
+            sink(event)
+
+    def _status(self, state: str, message: str = "") -> None:
+        self.state = state
+        if not self.is_main:
+            return
+        if self.run_dir is not None:
+            self.run_dir.write_status(state, step=self.step, message=message)
+        self.emit(StatusEvent(step=self.step, state=state, message=message))
+
+    # ------------------------------------------------------------------ setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        if self.world_size > 1 and not torch.distributed.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            if self.device.type == "cuda":
+                torch.cuda.set_device(self.device)
+            torch.distributed.init_process_group(backend)
+        tok = None
+        if self.resume and self.run_dir is not None:
+            tok = load_tokenizer(self.run_dir.path_of(TOKENIZER_FILE))
+        prepared = prepare_data(cfg, tok, self._text)
+        self.tokenizer = prepared.tokenizer
+        self.splits = prepared.splits
+        torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every rerun
+        self.model, self.process = build_model(cfg, self.tokenizer)
+        self.model.to(self.device)
+        self.process.allowed = self.process.allowed.to(self.device)
+        self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
+        t = cfg.train
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        decay = [p for p in params if p.dim() >= 2]
+        no_decay = [p for p in params if p.dim() < 2]
+        wd = t.weight_decay if t.optimizer == "adamw" else 0.0
+        groups = [{"params": decay, "weight_decay": wd}, {"params": no_decay, "weight_decay": 0.0}]
+        opt_cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+        fused_ok = self.device.type in ("cuda", "cpu")
+        self.optimizer = opt_cls(
+            groups, lr=t.lr, betas=(t.beta1, t.beta2), **({"fused": True} if fused_ok else {})
+        )
+        self.batcher = Batcher(
+            self.splits.train,
+            cfg.model.seq_len,
+            t.batch_size,
+            seed=t.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        self.total_steps = self._plan_steps()
+        self.noise_gen = torch.Generator().manual_seed(t.seed * 1_000_003 + 17 + self.rank)
+        torch.manual_seed(t.seed + 1 + self.rank)  # dropout differs per rank
+        self.eval_set = eval_windows(self.splits.val, cfg.model.seq_len, t.eval_tokens)
+        self.chars_per_token = self.splits.val_chars / max(1, self.splits.val_tokens)
+        self.elapsed_before = 0.0
+        self.tokens_seen = 0
+        if self.resume:
+            self._load_state()
+        elif self.run_dir is not None and self.is_main:
+            self.tokenizer.save(self.run_dir.path_of(TOKENIZER_FILE))
+            # The resolved config (vocab size included) is what rebuilds the model later.
+            atomic_write_text(self.run_dir.config_path, self.cfg.to_json() + "\n")
+        self.ddp_model = self.model
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = DDP(self.model, device_ids=ids)
+        if t.compile:
+            try:
+                self.ddp_model = torch.compile(self.ddp_model)
+            except Exception:  # compile is an optimisation: fall back silently to eager
+                self.ddp_model = self.model
+
+    def _plan_steps(self) -> int:
+        t = self.cfg.train
+        plans = []
+        if t.max_steps is not None:
+            plans.append(t.max_steps)
+        if t.epochs is not None:
+            plans.append(t.epochs * self.batcher.steps_per_epoch)
+        return max(1, min(plans))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        extra = {"rng_torch": torch.get_rng_state(), "rng_noise": self.noise_gen.get_state()}
+        if self.device.type == "cuda":
+            extra["rng_cuda"] = torch.cuda.get_rng_state(self.device)
+        return extra
+
+    def save(self) -> str | None:
+        """Checkpoint now (rank 0); returns the checkpoint path."""
+        if self.run_dir is None or not self.is_main:
+            return None
+        meta = checkpoint_meta(
+            self.cfg.to_dict(),
+            step=self.step,
+            epoch=self.batcher.epoch_progress,
+            data_position=self.batcher.state_dict(),
+            elapsed_s=self.elapsed_before + (time.perf_counter() - self._t0),
+            tokens_seen=self.tokens_seen,
+            best_val_bits_per_char=self.best_val_bpc,
+            total_steps=self.total_steps,
+        )
+        path = save_checkpoint(
+            self.run_dir.checkpoints_dir,
+            model_state=self.model.state_dict(),
+            optimizer_state=self.optimizer.state_dict(),
+            extra_tensors=self._extra_tensors(),
+            meta=meta,
+        )
+        prune_checkpoints(self.run_dir.checkpoints_dir, self.cfg.train.keep_checkpoints)
+        self.emit(CheckpointEvent(step=self.step, path=str(path)))
+        return str(path)
+
+    def _load_state(self) -> None:
+        assert self.run_dir is not None
+        try:
+            ck = load_checkpoint(self.run_dir.checkpoints_dir)
+        except CheckpointError:
+            if self.run_dir.latest_checkpoint_step() is None:
+                return  # stopped before its first checkpoint: start from scratch
+            raise
+        check_compatible(ck.meta, self.cfg.to_dict())
+        self.model.load_state_dict(ck.model_state)
+        if ck.optimizer_state is not None:
+            self.optimizer.load_state_dict(ck.optimizer_state)
+        self.step = ck.step
+        self.batcher.load_state_dict(ck.meta["data_position"])
+        torch.set_rng_state(ck.extra_tensors["rng_torch"])
+        self.noise_gen.set_state(ck.extra_tensors["rng_noise"])
+        if "rng_cuda" in ck.extra_tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(ck.extra_tensors["rng_cuda"], self.device)
+        self.elapsed_before = float(ck.meta.get("elapsed_s", 0.0))
+        self.tokens_seen = int(ck.meta.get("tokens_seen", 0))
+        self.best_val_bpc = ck.meta.get("best_val_bits_per_char")
+
+    # ------------------------------------------------------------------ evaluation, samples
+    def evaluate(self) -> BoundEstimate:
+        est = estimate_nll(
+            self.model,
+            self.process,
+            self.eval_set,
+            chars_per_token=self.chars_per_token,
+            samples=self.cfg.train.eval_samples,
+            batch_size=self.cfg.train.batch_size,
+            seed=self.cfg.train.seed,
+            device=self.device,
+            autocast_dtype=self.amp_dtype,
+        )
+        return est
+
+    def sample(self) -> SampleEvent:
+        sc = SampleConfig(**{**vars(self.cfg.sample)})
+        sc.length = min(self.cfg.train.sample_length, self.cfg.model.seq_len)
+        sc.seed = self.step
+        with self._amp():
+            frame = final_frame(self.model, self.process, self.tokenizer, sc, device=self.device)
+        return SampleEvent(step=self.step, text=self.tokenizer.decode(frame.tokens), nfe=frame.nfe)
+
+    def _amp(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    # ------------------------------------------------------------------ the loop
+    def _due(self, every: int, every_epochs: int, epoch_before: int) -> bool:
+        if every and self.step % every == 0:
+            return True
+        if every_epochs and self.batcher.epoch > epoch_before:
+            return self.batcher.epoch % every_epochs == 0
+        return False
+
+    def _poll_external(self) -> None:
+        if self.run_dir is None or not self.is_main:
+            return
+        action = self.run_dir.poll_control()
+        if action == "stop":
+            self.request_stop("stop requested through the run directory")
+        elif action == "pause":
+            self.request_pause()
+        elif action == "resume":
+            self.request_resume()
+
+    def _sync_stop(self) -> bool:
+        """All ranks agree to stop if any rank (in practice rank 0) was asked to."""
+        if self.world_size == 1:
+            return self._stop.is_set()
+        flag = torch.tensor([1.0 if self._stop.is_set() else 0.0], device=self.device)
+        torch.distributed.all_reduce(flag)
+        return bool(flag.item() > 0)
+
+    def _wait_while_paused(self) -> None:
+        if not self._pause.is_set() or self._stop.is_set():
+            return
+        self._status("paused")
+        paused_at = time.perf_counter()
+        while self._pause.is_set() and not self._stop.is_set():
+            time.sleep(0.05)
+            self._poll_external()
+            if self.run_dir is not None and self.is_main:
+                self.run_dir.heartbeat(self.step)
+        self._t0 += time.perf_counter() - paused_at  # paused time is not training time
+        if not self._stop.is_set():
+            self._status("resumed")
+
+    def _install_signals(self):
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
+            return {}
+        old = {}
+
+        def handler(signum, _frame):
+            self.request_stop(f"signal {signal.Signals(signum).name}")
+
+        for sig in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+            if sig is not None:
+                old[sig] = signal.signal(sig, handler)
+        return old
+
+    def run(self) -> str:
+        """Train until done or stopped; returns the final state (finished/stopped/failed)."""
+        old_handlers = self._install_signals()
+        self._t0 = time.perf_counter()
+        try:
+            if self.run_dir is not None and self.is_main:
+                self.run_dir.acquire_lock()
+            if self.model is None:
+                self.setup()
+            return self._loop()
+        except BaseException as e:
+            if self.state not in ("created", "finished", "stopped", "failed"):
+                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                with contextlib.suppress(Exception):
+                    self._status("failed", msg)
+            raise
+        finally:
+            for sig, h in old_handlers.items():
+                signal.signal(sig, h)
+            if self.run_dir is not None and self.is_main:
+                with contextlib.suppress(Exception):
+                    self.run_dir.release_lock()
+
+    def _loop(self) -> str:
+        t = self.cfg.train
+        self._status("resumed" if self.resume and self.step else "started",
+                     f"device {self.device.type}, {self.model.num_parameters():,} parameters")
+        model = self.ddp_model
+        model.train()
+        tokens_per_step = t.batch_size * self.cfg.model.seq_len * self.world_size
+        window_loss = 0.0
+        window_n = 0
+        window_t = time.perf_counter()
+        last_good_step = self.step
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        while self.step < self.total_steps:
+            self._poll_external()
+            self._wait_while_paused()
+            if self._sync_stop():
+                break
+            lr = lr_at(self.step, t, self.total_steps)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            epoch_before = self.batcher.epoch
+            x0 = self.batcher.next_batch().to(self.device, non_blocking=True)
+            with self._amp():
+                loss = self.process.loss(model, x0, self.noise_gen)
+            loss.backward()
+            grad_norm = 0.0
+            if t.grad_clip > 0:
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip))
+            loss_value = float(loss.detach())
+            if not math.isfinite(loss_value) or not math.isfinite(grad_norm):
+                self.optimizer.zero_grad(set_to_none=True)
+                msg = (
+                    f"non-finite loss ({loss_value}) at step {self.step + 1}; stopped without "
+                    f"saving, the last good checkpoint is step {last_good_step}"
+                )
+                self._status("failed", msg)
+                return "failed"
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.step += 1
+            self.tokens_seen += tokens_per_step
+            window_loss += loss_value
+            window_n += 1
+            if self.run_dir is not None and self.is_main:
+                self.run_dir.heartbeat(self.step)
+            if self.step % max(1, t.log_every) == 0 or self.step == self.total_steps:
+                now = time.perf_counter()
+                self.emit(
+                    StepEvent(
+                        step=self.step,
+                        loss=window_loss / window_n,
+                        lr=lr,
+                        tokens_per_s=window_n * tokens_per_step / max(now - window_t, 1e-9),
+                        epoch=round(self.batcher.epoch_progress, 4),
+                        elapsed_s=self.elapsed_before + now - self._t0,
+                        total_steps=self.total_steps,
+                        grad_norm=grad_norm,
+                        peak_mem_mb=self._peak_mem_mb(),
+                    )
+                )
+                window_loss, window_n, window_t = 0.0, 0, time.perf_counter()
+            if self.is_main and self._due(t.eval_every, t.eval_every_epochs, epoch_before):
+                self._emit_eval()
+            if self.is_main and self._due(t.sample_every, t.sample_every_epochs, epoch_before):
+                self.emit(self.sample())
+            if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+                self.save()
+                last_good_step = self.step
+            model.train()
+        stopped = self.step < self.total_steps
+        if stopped:
+            self._status("stopping", self.stop_reason)
+            self.save()
+            self._status("stopped", f"{self.stop_reason}; checkpoint at step {self.step}")
+            return "stopped"
+        if self.is_main and not (t.eval_every and self.step % t.eval_every == 0):
+            self._emit_eval()
+        if not (t.checkpoint_every and self.step % t.checkpoint_every == 0):
+            self.save()
+        self._status("finished", f"{self.step} steps")
+        return "finished"
+
+    def _emit_eval(self) -> None:
+        est = self.evaluate()
+        if self.best_val_bpc is None or est.bits_per_char < self.best_val_bpc:
+            self.best_val_bpc = est.bits_per_char
+        self.emit(
+            EvalEvent(
+                step=self.step,
+                val_loss=est.nats_per_token,
+                val_bits_per_token=est.bits_per_token,
+                val_bits_per_char=est.bits_per_char,
+                stderr_bits_per_char=est.stderr_bits_per_char,
+                exact=est.exact,
+            )
+        )
+
+    def _peak_mem_mb(self) -> float:
+        if self.device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        try:
+            import resource
+
+            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        except Exception:
+            return 0.0
+

@@ -1,0 +1,251 @@
+"""Training and generation displays for the headless CLI.
+
+:func:`make_training_display` returns a sink for :class:`ldlm_engine.Trainer` (a callable taking
+:mod:`ldlm_engine.events` objects): a Rich progress bar with the periodic samples and evaluations
+printed above it on an interactive terminal, or plain one-line-per-event logs otherwise (nohup,
+CI, a detached run's ``train.log``, ``TERM=dumb``)::
+
+    step 120/300 | epoch 0.29 | loss 3.112 | 52,300 tok/s | lr 1.2e-03 | eta 0:00:05
+    eval step 100 | val ≤ 4.51 bits/char (±0.08)
+    sample step 100 | 'the cat sat\\non the mat'
+
+:func:`render_frame` turns a denoising :class:`ldlm_engine.Frame` into a ``rich.text.Text``
+(generated text is never parsed as markup), for ``ldlm generate --animate`` and the TUI.
+
+This module imports neither torch nor the engine at import time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import IO, Any
+
+from rich.console import Console
+from rich.text import Text
+
+# Placeholder shown for a still-masked position while a sequence is being denoised.
+MASK_GLYPH = "·"
+
+
+def use_rich(stream: IO[str] | None = None) -> bool:
+    """Whether ``stream`` is an interactive terminal that can take live updates."""
+    stream = stream if stream is not None else sys.stdout
+    if os.environ.get("TERM") == "dumb":
+        return False
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def make_console(stream: IO[str] | None = None, *, stderr: bool = False) -> Console:
+    """A Rich console that honours NO_COLOR and TERM=dumb and never guesses markup."""
+    no_color = bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb"
+    return Console(
+        file=stream,
+        stderr=stderr,
+        no_color=no_color,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=False,
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    """``0:00:05`` style (hours may exceed 24); ``?`` when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "?"
+    s = round(seconds)
+    return f"{s // 3600}:{(s % 3600) // 60:02d}:{s % 60:02d}"
+
+
+def format_bound(bits_per_char: float, stderr: float = 0.0, exact: bool = False) -> str:
+    """``val ≤ 4.51 bits/char (±0.08)`` (a bound) or ``val = 4.51 bits/char`` (exact, ar)."""
+    rel = "=" if exact else "≤"
+    out = f"val {rel} {bits_per_char:.2f} bits/char"
+    if not exact and stderr:
+        out += f" (±{stderr:.2f})"
+    return out
+
+
+def one_line(text: str) -> str:
+    """A sample on one line: its Python repr (newlines and control characters escaped)."""
+    return repr(text)
+
+
+class _Eta:
+    """Remaining time from the steps seen by this process (a resumed run restarts the clock)."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, float] | None = None
+
+    def update(self, step: int, total: int, elapsed_s: float) -> float | None:
+        now = time.monotonic()
+        if total <= 0:
+            return None
+        if self.first is None:
+            self.first = (step, now)
+            return elapsed_s / step * (total - step) if step > 0 else None
+        s0, t0 = self.first
+        if step <= s0 or now <= t0:
+            return None
+        return (now - t0) / (step - s0) * (total - step)
+
+
+class PlainDisplay:
+    """One line per event, flushed at once (safe for nohup, pipes and ``tail -f``)."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stdout
+        self.eta = _Eta()
+        self.last_status: dict[str, Any] = {}
+
+    def print(self, line: str = "") -> None:
+        try:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        except (BrokenPipeError, OSError):
+            pass  # a closed log must never stop training
+
+    def __call__(self, event: Any) -> None:
+        kind = getattr(event, "event", "")
+        if kind == "step":
+            total = event.total_steps or 0
+            eta = self.eta.update(event.step, total, event.elapsed_s)
+            of = f"/{total}" if total else ""
+            self.print(
+                f"step {event.step}{of} | epoch {event.epoch:.2f} | loss {event.loss:.3f} | "
+                f"{event.tokens_per_s:,.0f} tok/s | lr {event.lr:.1e} | eta {format_duration(eta)}"
+            )
+        elif kind == "eval":
+            self.print(
+                f"eval step {event.step} | "
+                + format_bound(event.val_bits_per_char, event.stderr_bits_per_char, event.exact)
+                + f" | {event.val_bits_per_token:.2f} bits/token"
+            )
+        elif kind == "sample":
+            self.print(f"sample step {event.step} | {one_line(event.text)}")
+        elif kind == "checkpoint":
+            self.print(f"checkpoint step {event.step} | {event.path}")
+        elif kind == "status":
+            self.last_status = {"state": event.state, "message": event.message}
+            msg = f" | {event.message}" if event.message else ""
+            self.print(f"status {event.state} at step {event.step}{msg}")
+
+    def close(self) -> None:
+        pass
+
+
+class RichDisplay:
+    """A live progress bar (step/total, epoch, loss, val, tok/s, lr, ETA) with log lines above."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        self.console = console or make_console()
+        self.eta = _Eta()
+        self.last_status: dict[str, Any] = {}
+        self.val = "val –"
+        self.progress = Progress(
+            TextColumn("[bold]train"),
+            BarColumn(bar_width=None),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[stats]}"),
+            console=self.console,
+            transient=False,
+            refresh_per_second=4,
+            expand=True,
+        )
+        self.task = self.progress.add_task("train", total=None, stats="starting…")
+        self.progress.start()
+
+    def _log(self, text: Text) -> None:
+        self.progress.console.print(text)
+
+    def __call__(self, event: Any) -> None:
+        kind = getattr(event, "event", "")
+        if kind == "step":
+            total = event.total_steps or None
+            eta = self.eta.update(event.step, event.total_steps or 0, event.elapsed_s)
+            stats = (
+                f"epoch {event.epoch:.2f} · loss {event.loss:.3f} · {self.val} · "
+                f"{event.tokens_per_s:,.0f} tok/s · lr {event.lr:.1e} · eta {format_duration(eta)}"
+            )
+            self.progress.update(self.task, completed=event.step, total=total, stats=stats)
+        elif kind == "eval":
+            rel = "=" if event.exact else "≤"
+            self.val = f"val {rel} {event.val_bits_per_char:.2f} b/c"
+            line = Text(f"eval step {event.step}  ", style="cyan")
+            line.append(
+                format_bound(event.val_bits_per_char, event.stderr_bits_per_char, event.exact)
+            )
+            line.append(f" · {event.val_bits_per_token:.2f} bits/token", style="dim")
+            self._log(line)
+        elif kind == "sample":
+            line = Text(f"sample step {event.step}\n", style="magenta")
+            line.append(Text(event.text))  # plain Text: the sample is never parsed as markup
+            self._log(line)
+        elif kind == "checkpoint":
+            self._log(Text(f"checkpoint step {event.step}  {event.path}", style="dim"))
+        elif kind == "status":
+            self.last_status = {"state": event.state, "message": event.message}
+            style = {"failed": "bold red", "stopped": "yellow", "finished": "green"}.get(
+                event.state, "dim"
+            )
+            msg = f" · {event.message}" if event.message else ""
+            self._log(Text(f"{event.state} at step {event.step}{msg}", style=style))
+
+    def close(self) -> None:
+        self.progress.stop()
+
+
+def make_training_display(stream: IO[str] | None = None) -> PlainDisplay | RichDisplay:
+    """Rich progress on an interactive terminal, plain lines otherwise (see module docstring)."""
+    if use_rich(stream):
+        return RichDisplay(make_console(stream))
+    return PlainDisplay(stream)
+
+
+# --------------------------------------------------------------------------- generation frames
+
+
+def _confidence_style(c: float) -> str:
+    """Low confidence red, through yellow, to high confidence green."""
+    c = min(1.0, max(0.0, float(c)))
+    if c < 0.5:
+        r, g = 255, int(510 * c)
+    else:
+        r, g = int(510 * (1.0 - c)), 255
+    return f"#{r:02x}{g:02x}40"
+
+
+def render_frame(frame: Any, tokenizer: Any, *, placeholder: str = MASK_GLYPH) -> Text:
+    """The sequence of a denoising frame as styled text.
+
+    Masked positions show ``placeholder``; tokens changed by this model call are highlighted
+    (reverse video); other generated tokens are coloured by confidence (red low, green high);
+    fixed context (the prompt, infill context) is dim. Token text is appended as plain text
+    (never parsed as markup); word tokens are separated by spaces.
+    """
+    out = Text()
+    changed = set(frame.changed)
+    sep = " " if getattr(tokenizer, "kind", "") == "word" else ""  # words carry no spaces
+    for i, tok in enumerate(frame.tokens):
+        if sep and i:
+            out.append(sep)
+        if frame.masked[i]:
+            out.append(placeholder, style="dim")
+            continue
+        piece = tokenizer.token_text(tok)
+        if frame.fixed[i]:
+            out.append(piece, style="dim")
+            continue
+        style = _confidence_style(frame.confidence[i])
+        if i in changed:
+            style += " bold reverse"
+        out.append(piece, style=style)
+    return out

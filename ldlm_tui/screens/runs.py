@@ -1,0 +1,202 @@
+"""The Runs pane: every run under ``$LDLM_HOME``, refreshed every two seconds.
+
+It reads only ``list_runs()`` (summary + status files, no metrics scan) so it stays cheap with
+many runs, and asks the App (via :class:`~ldlm_tui.messages.RunAction`) to open, attach,
+compare or resume, since those touch the other panes and the trainer thread the App owns.
+Deleting happens here, behind a confirmation, and is refused for live runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Button, DataTable, Label, Static
+
+from ldlm_engine import LdlmError, RunInfo, delete_run, list_runs
+
+from ..messages import RunAction
+
+COLUMNS = ("", "name", "state", "step", "val b/c", "preset", "process", "updated")
+REFRESH_S = 2.0
+
+
+def run_row(info: RunInfo, marked: bool) -> tuple[str, ...]:
+    best = info.best_val_bits_per_char
+    updated = "-"
+    if info.last_update:
+        updated = time.strftime("%m-%d %H:%M", time.localtime(info.last_update))
+    return (
+        "●" if marked else " ",
+        info.name,
+        info.state,
+        str(info.step),
+        "-" if best is None else f"{best:.3f}",
+        info.preset,
+        info.process,
+        updated,
+    )
+
+
+class ConfirmDelete(ModalScreen[bool]):
+    """Asks before a run directory (checkpoints included) is removed for good."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Delete"),
+        Binding("n,escape", "answer(False)", "Cancel"),
+    ]
+
+    def __init__(self, run: str) -> None:
+        super().__init__()
+        self.run = run
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog"):
+            yield Label(Text(f"Delete run {self.run} and its checkpoints?"))
+            with Horizontal(classes="dialog-buttons"):
+                yield Button("Delete (y)", id="yes", variant="error", compact=True)
+                yield Button("Cancel (n)", id="no", compact=True)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class RunsTable(DataTable):
+    """The table; Enter is shown in the footer as Open."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "select_cursor", "Open", show=True)]
+
+
+class RunsPane(Vertical):
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("a", "attach", "Attach"),
+        Binding("space", "mark", "Mark"),
+        Binding("c", "compare", "Compare"),
+        Binding("d", "delete", "Delete"),
+        Binding("R", "resume", "Resume"),
+    ]
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.marked: set[str] = set()
+        self.infos: dict[str, RunInfo] = {}
+        self._rows: list[tuple[str, ...]] = []
+
+    def compose(self) -> ComposeResult:
+        yield RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
+        yield Static(id="runs-hint")
+
+    def on_mount(self) -> None:
+        table = self.query_one(RunsTable)
+        for c in COLUMNS:
+            table.add_column(c, key=c or "mark")
+        self.refresh_runs()
+        self.set_interval(REFRESH_S, self._tick)
+
+    def _tick(self) -> None:
+        """Refresh only while visible: a hidden tab need not stat every run directory."""
+        node = self
+        while node is not None:
+            if not getattr(node, "display", True):
+                return
+            node = node.parent
+        self.refresh_runs()
+
+    # ------------------------------------------------------------------ table
+    def refresh_runs(self) -> None:
+        """Re-read the runs; rebuild the table only when something changed (keeps the cursor)."""
+        infos = list_runs()
+        self.infos = {i.name: i for i in infos}
+        self.marked &= set(self.infos)
+        rows = [run_row(i, i.name in self.marked) for i in infos]
+        hint = self.query_one("#runs-hint", Static)
+        if not rows:
+            hint.update("No runs yet: press t for the Train tab, then s to start one.")
+        else:
+            marked = f", {len(self.marked)} marked" if self.marked else ""
+            runs = "1 run" if len(rows) == 1 else f"{len(rows)} runs"
+            hint.update(f"{runs}{marked}.  space marks runs for c (compare).")
+        if rows == self._rows:
+            return
+        self._rows = rows
+        table = self.query_one(RunsTable)
+        current = self.current_run()
+        table.clear()
+        for row in rows:
+            table.add_row(*row, key=row[1])
+        if current in self.infos:
+            table.move_cursor(row=table.get_row_index(current))
+
+    def current_run(self) -> str | None:
+        table = self.query_one(RunsTable)
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return str(key.value) if key.value is not None else None
+
+    # ------------------------------------------------------------------ actions
+    def _need_run(self) -> str | None:
+        run = self.current_run()
+        if run is None:
+            self.notify("No run selected.", severity="warning")
+        return run
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        if event.row_key.value is not None:
+            self.post_message(RunAction("open", (str(event.row_key.value),)))
+
+    def action_attach(self) -> None:
+        if run := self._need_run():
+            self.post_message(RunAction("attach", (run,)))
+
+    def action_mark(self) -> None:
+        if run := self._need_run():
+            self.marked ^= {run}
+            self.refresh_runs()
+
+    def action_compare(self) -> None:
+        runs = tuple(sorted(self.marked)) or tuple(filter(None, [self.current_run()]))
+        if not runs:
+            self.notify("Mark runs with space, then press c.", severity="warning")
+            return
+        self.post_message(RunAction("compare", runs))
+
+    def action_resume(self) -> None:
+        if run := self._need_run():
+            self.post_message(RunAction("resume", (run,)))
+
+    def action_delete(self) -> None:
+        run = self._need_run()
+        if run is None:
+            return
+        info = self.infos.get(run)
+        if info is not None and info.state == "live":
+            self.notify(f"Run {run} is live: stop it first.", severity="error")
+            return
+
+        def done(yes: bool | None) -> None:
+            if not yes:
+                return
+            try:
+                delete_run(run)
+            except LdlmError as e:
+                self.notify(str(e), severity="error")
+                return
+            self.marked.discard(run)
+            self.notify(f"Deleted run {run}.")
+            self.refresh_runs()
+
+        self.app.push_screen(ConfirmDelete(run), done)

@@ -1,0 +1,1 @@
+"""Reusable widgets of the ldlm TUI: the loss chart and the training statistics."""
