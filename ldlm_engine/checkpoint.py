@@ -44,58 +44,17 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
+from .fileio import TMP_PREFIX, atomic_write_bytes, atomic_write_text, fsync_dir, fsync_file
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 META_FILE = "meta.json"
 LAST_FILE = "last.json"
-TMP_PREFIX = ".tmp-"
 _STEP_RE = re.compile(r"^step-(\d+)$")
 
 
 # --------------------------------------------------------------------------- atomic writes
-
-
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    """Make renames/creations inside ``path`` durable (no-op where a folder can't be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` so that readers see the old or the new content, never a mix."""
-    path = Path(path)
-    tmp = path.with_name(f"{TMP_PREFIX}{path.name}-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 # --------------------------------------------------------------------------- config fingerprint
@@ -267,14 +226,6 @@ def _sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _ldlm_version() -> str:
     try:
         from importlib.metadata import version
@@ -344,7 +295,7 @@ def save_checkpoint(
         for fname, tensors in ((MODEL_FILE, model_tensors), (STATE_FILE, state_tensors)):
             p = tmp / fname
             save_file(tensors, str(p), metadata={"format": "pt"})
-            _fsync_file(p)
+            fsync_file(p)
             files[fname] = {"sha256": _sha256_file(p), "bytes": p.stat().st_size}
         full_meta = dict(meta)
         full_meta.update(
@@ -365,7 +316,7 @@ def save_checkpoint(
             raise CheckpointError(f"checkpoint meta is not JSON-serialisable: {e}") from None
         meta_path = tmp / META_FILE
         meta_path.write_text(text, encoding="utf-8")
-        _fsync_file(meta_path)
+        fsync_file(meta_path)
         fsync_dir(tmp)
 
         final = directory / name

@@ -15,13 +15,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
+from .fileio import atomic_write_bytes
 
 # A NUL byte among the first bytes is the cheapest reliable sign of a binary file.
 _SNIFF_BYTES = 8192
@@ -145,7 +145,7 @@ def _load_named(name: str, *, offline: bool) -> Corpus:
                 f"{nc.sha256[:12]}…; nothing was cached"
             )
         with contextlib.suppress(OSError):  # an unwritable cache only costs a re-download
-            _atomic_write_bytes(path, raw)
+            atomic_write_bytes(path, raw)
     text = _decode(raw, path)
     del raw
     return Corpus(name=name, text=text, source=str(path))
@@ -225,18 +225,3 @@ def _normalise_newlines(text: str) -> str:
 def _check_not_empty(text: str, path: Path) -> None:
     if not text or text.isspace():
         raise DataError(f"{path} is empty (no text to train on)")
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise

@@ -80,7 +80,9 @@ def estimate_nll(
                 x0 = windows[start : start + batch_size].to(dev, torch.long)
                 u = u_all[d, start : start + batch_size].to(dev)
                 with torch.autocast(
-                    dev.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+                    dev.type,
+                    dtype=autocast_dtype or torch.bfloat16,
+                    enabled=autocast_dtype is not None,
                 ):
                     terms = process.nll_terms(model, x0, u, generator=gen).double().cpu()
                 per_window[start : start + x0.shape[0]] += terms

@@ -85,7 +85,9 @@ def evaluate_run(
         if val.numel() < seq_len:
             from .errors import DataError
 
-            raise DataError(f"{data} is shorter than one sequence ({val.numel()} < {seq_len} tokens)")
+            raise DataError(
+                f"{data} is shorter than one sequence ({val.numel()} < {seq_len} tokens)"
+            )
     windows = eval_windows(val, seq_len, max_tokens)
     return estimate_nll(
         loaded.model,

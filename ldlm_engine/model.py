@@ -20,7 +20,9 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Transformer sin/cos features of (possibly fractional) positions: [..., dim]."""
     half = dim // 2
     freqs = torch.exp(
-        -math.log(10_000.0) * torch.arange(half, dtype=torch.float32, device=positions.device) / half
+        -math.log(10_000.0)
+        * torch.arange(half, dtype=torch.float32, device=positions.device)
+        / half
     )
     angles = positions.float()[..., None] * freqs
     emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
@@ -135,7 +137,7 @@ class DiffusionTransformer(nn.Module):
 
     def forward(self, tokens: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
         """Logits [B, L, V] for tokens [B, L]; ``t`` [B] in [0, 1] is used if time-conditioned."""
-        b, n = tokens.shape
+        n = tokens.shape[1]
         x = self.tok_emb(tokens)
         if self.cfg.positions == "sincos":
             if n > self.pos_emb.shape[0]:

@@ -99,7 +99,7 @@ class MaskedProcess(NoiseProcess):
         Integrating Binomial(L, t) masking against 1/t gives exactly this estimator, whose
         largest weight is L instead of 1/eps: far lower variance for evaluation.
         """
-        b, length = x0.shape
+        length = x0.shape[1]
         k = (u * length).long().clamp(0, length - 1) + 1  # [B] in 1..L
         scores = torch.rand(x0.shape, generator=generator).to(x0.device)
         ranks = scores.argsort(dim=1).argsort(dim=1)
@@ -192,7 +192,7 @@ class UniformProcess(NoiseProcess):
         return torch.softmax(logits[..., self.allowed.to(logits.device)].double(), dim=-1)
 
     def prior_kl(self, x0: torch.Tensor) -> torch.Tensor:
-        """KL(q(x_T | x0) || uniform) per sequence: zero for the cosine schedule's alpha_bar(T)=0."""
+        """KL(q(x_T | x0) || uniform) per sequence; zero when alpha_bar(T) = 0 (cosine)."""
         ab = float(self.alpha_bar[-1])
         q_hit = ab + (1 - ab) / self.K
         q_miss = (1 - ab) / self.K

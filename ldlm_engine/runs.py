@@ -51,6 +51,7 @@ from typing import Any
 import platformdirs
 
 from .errors import RunError
+from .fileio import atomic_write_json
 
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 RUNNING_STATES = ("started", "resumed", "paused")
@@ -70,32 +71,6 @@ def ldlm_home() -> Path:
 
 def runs_root(home: Path | None = None) -> Path:
     return (Path(home) if home is not None else ldlm_home()) / "runs"
-
-
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    # Same algorithm as checkpoint.atomic_write_text, kept local so runs.py needs no torch.
-    data = (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}-{time.monotonic_ns()}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -256,8 +231,8 @@ class RunDir:
                         n += 1
                         path = root / f"{base}-{n}"
         run = cls(path)
-        _atomic_write_json(path / "config.json", dict(config_dict))
-        _atomic_write_json(
+        atomic_write_json(path / "config.json", dict(config_dict))
+        atomic_write_json(
             path / "summary.json",
             {"created": time.time(), "best_val_bits_per_char": None, "step": 0},
         )
@@ -484,7 +459,7 @@ class RunDir:
                 s["best_val_bits_per_char"] = float(v)
         s["updated"] = time.time()
         with contextlib.suppress(OSError):
-            _atomic_write_json(self.path / "summary.json", s)
+            atomic_write_json(self.path / "summary.json", s)
 
     def read_summary(self) -> dict[str, Any]:
         """``summary.json`` (rebuilt from metrics when missing, e.g. for hand-made runs)."""
@@ -510,7 +485,7 @@ class RunDir:
             "step": step,
             "started_at": started_at,
         }
-        _atomic_write_json(self.status_path, self._status)
+        atomic_write_json(self.status_path, self._status)
         self._last_heartbeat = now
 
     def heartbeat(self, step: int, *, force: bool = False) -> None:
@@ -522,7 +497,7 @@ class RunDir:
         now = time.time()
         if force or now - self._last_heartbeat >= HEARTBEAT_EVERY_S:
             self._status["heartbeat"] = now
-            _atomic_write_json(self.status_path, self._status)
+            atomic_write_json(self.status_path, self._status)
             self._last_heartbeat = now
 
     def read_status(self) -> dict[str, Any]:
@@ -558,7 +533,7 @@ class RunDir:
         """Ask the run's trainer to pause, resume or stop (see the module docstring)."""
         if action not in CONTROL_ACTIONS:
             raise RunError(f"unknown control action {action!r}; use {', '.join(CONTROL_ACTIONS)}")
-        _atomic_write_json(
+        atomic_write_json(
             self.control_path,
             {"action": action, "time": time.time(), "id": uuid.uuid4().hex, "pid": os.getpid()},
         )

@@ -90,7 +90,8 @@ def resolve_sampler(process: NoiseProcess, name: str) -> str:
         return natural[0]
     if name not in natural:
         raise ConfigError(
-            f"sampler {name!r} does not fit a {process.kind!r} model; use one of {', '.join(natural)}"
+            f"sampler {name!r} does not fit a {process.kind!r} model; "
+            f"use one of {', '.join(natural)}"
         )
     return name
 
@@ -133,11 +134,11 @@ def generate(
 
 def final_frame(model, process, tokenizer, cfg: SampleConfig, prompt: str = "", **kw) -> Frame:
     """Run a sampler to the end; the last frame holds the text and the number of model calls."""
-    last = None
-    for last in generate(model, process, tokenizer, cfg, prompt, **kw):
+    frame = None
+    for frame in generate(model, process, tokenizer, cfg, prompt, **kw):  # noqa: B007
         pass
-    assert last is not None
-    return last
+    assert frame is not None
+    return frame
 
 
 def sample_text(model, process, tokenizer, cfg: SampleConfig, prompt: str = "", **kw) -> str:
@@ -249,12 +250,11 @@ def _uniform(model, process: UniformProcess, x, fixed, cfg: SampleConfig, gen):
     not_masked = torch.zeros_like(fixed)
     yield _frame(0, 0, x, not_masked, [], conf, fixed)
     temp = cfg.temperature if cfg.temperature > 0 else 1.0
-    nfe = 0
     for k in range(len(times) - 1):
+        nfe = k + 1
         i = torch.tensor([times[k]], device=x.device)
         s = torch.tensor([times[k + 1]], device=x.device)
         logits = process.x0_logits(model, x, process.model_time(i))
-        nfe += 1
         p_x0 = torch.softmax(logits[..., process.allowed.to(x.device)].double() / temp, dim=-1)
         last = times[k + 1] == 0
         if last and cfg.temperature == 0:

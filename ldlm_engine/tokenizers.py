@@ -15,11 +15,9 @@ of 100 million ints.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ import numpy as np
 
 from .config import MAX_VOCAB
 from .errors import CheckpointError, ConfigError
+from .fileio import atomic_write_bytes
 
 FORMAT_VERSION = 1
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<start>", "<end>", "<mask>")
@@ -115,28 +114,13 @@ class Tokenizer:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write JSON atomically so a crash never leaves a half-written tokenizer behind."""
         data = json.dumps(self.to_dict(), ensure_ascii=False).encode("utf-8")
-        _atomic_write_bytes(Path(path), data)
+        atomic_write_bytes(Path(path), data)
 
     def _special_text(self, i: int) -> str | None:
         return SPECIAL_TOKENS[i] if 0 <= i < N_SPECIAL else None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(vocab_size={self.vocab_size})"
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------- characters

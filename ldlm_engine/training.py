@@ -32,7 +32,6 @@ from dataclasses import dataclass
 import torch
 
 from .checkpoint import (
-    atomic_write_text,
     check_compatible,
     checkpoint_meta,
     load_checkpoint,
@@ -52,6 +51,7 @@ from .events import (
     StatusEvent,
     StepEvent,
 )
+from .fileio import atomic_write_text
 from .model import DiffusionTransformer
 from .processes import NoiseProcess, make_process
 from .runs import RunDir
@@ -434,8 +434,10 @@ class Trainer:
 
     def _loop(self) -> str:
         t = self.cfg.train
-        self._status("resumed" if self.resume and self.step else "started",
-                     f"device {self.device.type}, {self.model.num_parameters():,} parameters")
+        self._status(
+            "resumed" if self.resume and self.step else "started",
+            f"device {self.device.type}, {self.model.num_parameters():,} parameters",
+        )
         model = self.ddp_model
         model.train()
         tokens_per_step = t.batch_size * self.cfg.model.seq_len * self.world_size
@@ -460,7 +462,9 @@ class Trainer:
             loss.backward()
             grad_norm = 0.0
             if t.grad_clip > 0:
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip))
+                grad_norm = float(
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+                )
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value) or not math.isfinite(grad_norm):
                 self.optimizer.zero_grad(set_to_none=True)
@@ -539,4 +543,3 @@ class Trainer:
             return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         except Exception:
             return 0.0
-

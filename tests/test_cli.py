@@ -8,6 +8,7 @@ format and every --help. Trained runs are shared through session/module fixtures
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import os
@@ -51,6 +52,24 @@ def _last_checkpoint(run_dir: Path) -> int | None:
         return json.loads((run_dir / "checkpoints" / "last.json").read_text())["step"]
     except (OSError, ValueError, KeyError):
         return None
+
+
+def _runs_json(home: Path) -> dict[str, dict]:
+    """`ldlm runs list --json`, run in this process, as {name: row}."""
+    from ldlm_tui.cli import run as cli_run
+
+    old = os.environ.get("LDLM_HOME")
+    os.environ["LDLM_HOME"] = str(home)
+    try:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert cli_run(["runs", "list", "--json"]) == 0
+    finally:
+        if old is None:
+            del os.environ["LDLM_HOME"]
+        else:
+            os.environ["LDLM_HOME"] = old
+    return {r["name"]: r for r in json.loads(out.getvalue())}
 
 
 def _kill_if_running(run_dir: Path) -> None:
@@ -111,12 +130,11 @@ def test_runs_stop_live_detached_run(detached) -> None:
             90,
             "the detached run to log a step",
         )
-        listed = run_ldlm("runs", "list", "--json", home=home)
+        listed = _runs_json(home)  # in this process: cheaper than another torch import
         res = run_ldlm("runs", "stop", "long", home=home)
     finally:
         _kill_if_running(run)
-    rows = {r["name"]: r for r in json.loads(listed.stdout)}
-    assert rows["long"]["state"] == "live"  # the detached run is listed, and live
+    assert listed["long"]["state"] == "live"  # the detached run is listed, and live
     assert res.returncode == 0, res.stderr
     assert "stopped long at step" in res.stdout
     st = _status(run)
@@ -234,7 +252,7 @@ def batch(
 ) -> dict:
     work = tmp_path_factory.mktemp("cli-batch")
     demo = session_home / "runs" / "demo"
-    homes = {k: work / k for k in ("resume", "rm_no", "rm_yes", "layers", "inspect")}
+    homes = {k: work / k for k in ("resume", "rm_no", "rm_yes", "layers")}
     shutil.copytree(demo, homes["resume"] / "demo-copy")
     shutil.copytree(demo, homes["rm_no"] / "runs" / "old")
     shutil.copytree(demo, homes["rm_yes"] / "runs" / "old")
@@ -249,10 +267,8 @@ def batch(
         "eval_json": (("eval", "demo", "--json", *quick), session_home),
         "gen_json": (("generate", "demo", "--prompt", "The ", "--length", "64", "--json"),
                      session_home),
-        "gen_infill": (("generate", "demo", "--prompt", INFILL, "--json"), session_home),
-        "gen_num": (("generate", "demo", "--prompt", "A", "--length", "8", "--num", "3",
-                     "--temperature", "1.0", "--json"), session_home),
-        "show_json": (("runs", "show", "demo", "--json"), session_home),
+        "gen_infill_num": (("generate", "demo", "--prompt", INFILL, "--num", "3",
+                            "--temperature", "1.0", "--json"), session_home),
         "resume": (("train", "--resume", homes["resume"] / "demo-copy", "--max-steps", "40",
                     "--eval-every", "0"), homes["resume"]),
         "rm_no": (("runs", "rm", "old"), homes["rm_no"]),
@@ -260,7 +276,6 @@ def batch(
         "layers": (("train", "--data", corpus_file, "--config", exp, "--max-steps", "2",
                     "--eval-every", "0", "--sample-every", "0", "--name", "layers"),
                    homes["layers"]),
-        "inspect": (("data", "inspect", corpus_file, "--json"), homes["inspect"]),
     }  # fmt: skip
     return {"res": run_many(jobs, parallel=8), "homes": homes}
 
@@ -291,25 +306,18 @@ def test_generate_json(batch) -> None:
 
 
 def test_generate_infill_keeps_context(batch) -> None:
-    d = json.loads(_ok(batch, "gen_infill").stdout)
-    text = d["text"]
-    assert d["generated_tokens"] == 6
-    assert len(text) == len("The  is  good.") + 6
-    assert text.startswith("The ") and text.endswith(" good.")
-    assert text[9:13] == " is "
+    for d in json.loads(_ok(batch, "gen_infill_num").stdout)["samples"]:
+        text = d["text"]
+        assert d["generated_tokens"] == 6
+        assert len(text) == len("The  is  good.") + 6
+        assert text.startswith("The ") and text.endswith(" good.")
+        assert text[9:13] == " is "
 
 
 def test_generate_num(batch) -> None:
-    samples = json.loads(_ok(batch, "gen_num").stdout)["samples"]
+    samples = json.loads(_ok(batch, "gen_infill_num").stdout)["samples"]
     assert [s["seed"] for s in samples] == [0, 1, 2]
-    assert all(s["text"].startswith("A") and s["generated_tokens"] == 8 for s in samples)
-
-
-def test_runs_show(batch) -> None:
-    d = json.loads(_ok(batch, "show_json").stdout)
-    assert d["name"] == "demo" and d["state"] == "finished"
-    assert d["checkpoints"][-1] == DEMO_STEPS and d["last_checkpoint"] == DEMO_STEPS
-    assert d["config"]["preset"] == "tiny" and d["last_eval"]["step"] == DEMO_STEPS
+    assert all(s["prompt"] == INFILL and s["run"] == "demo" for s in samples)
 
 
 def test_resume_extends_steps(batch) -> None:
@@ -346,30 +354,7 @@ def test_config_layers(batch) -> None:
     assert _status(run)["state"] == "finished"
 
 
-def test_data_inspect(batch, corpus_file: Path) -> None:
-    d = json.loads(_ok(batch, "inspect").stdout)
-    text = corpus_file.read_text(encoding="utf-8")
-    assert d["chars"] == len(text) and d["bytes"] == len(text.encode())
-    assert d["lines"] == text.count("\n") and d["distinct_chars"] == len(set(text))
-    assert d["seq_len"] == 128
-    char, word, bpe = (d["tokenizers"][k] for k in ("char", "word", "bpe"))
-    assert char["tokens"] == len(text) and char["vocab_size"] == len(set(text)) + 5
-    assert char["train_tokens"] + char["val_tokens"] == len(text) and char["fits"]
-    assert word["tokens"] < char["tokens"] and bpe["tokens"] < char["tokens"]
-    assert 5 < bpe["vocab_size"] <= 2048
-
-
-def test_runs_list(batch, detached, session_home: Path) -> None:
-    res = run_ldlm("runs", "list", "--json", home=session_home)
-    assert res.returncode == 0, res.stderr
-    rows = {r["name"]: r for r in json.loads(res.stdout)}
-    assert {"demo", "bg"} <= set(rows)
-    assert rows["demo"]["state"] == "finished" and rows["demo"]["step"] == DEMO_STEPS
-    assert rows["demo"]["preset"] == "tiny" and rows["demo"]["process"] == "mask"
-    assert rows["demo"]["best_val_bits_per_char"] > 0
-
-
-def test_detached_run_finishes(detached, session_home: Path) -> None:
+def test_detached_run_finishes(detached, demo_run, session_home: Path) -> None:
     run = detached["dir"]["bg"]
     wait_for(lambda: _status(run).get("state") == "finished", 90, "the detached run to finish")
     log = (run / "train.log").read_text()
@@ -377,10 +362,17 @@ def test_detached_run_finishes(detached, session_home: Path) -> None:
     assert any(STEP_LINE.match(line) for line in log.splitlines()), log
     assert "finished bg at step 20" in log
     assert _last_checkpoint(run) == 20
-    plain = run_ldlm("runs", "list", home=session_home).stdout.splitlines()
+    res = run_ldlm("runs", "list", home=session_home)
+    assert res.returncode == 0, res.stderr
+    plain = res.stdout.splitlines()
     assert plain[0].split()[:3] == ["NAME", "STATE", "STEP"]
     assert any(line.split()[:3] == ["bg", "finished", "20"] for line in plain), plain
     assert any(line.split()[:3] == ["demo", "finished", str(DEMO_STEPS)] for line in plain)
+    rows = _runs_json(session_home)
+    assert rows["bg"]["state"] == "finished" and rows["bg"]["step"] == 20
+    assert rows["demo"]["state"] == "finished" and rows["demo"]["step"] == DEMO_STEPS
+    assert rows["demo"]["preset"] == "tiny" and rows["demo"]["process"] == "mask"
+    assert rows["demo"]["best_val_bits_per_char"] > 0
 
 
 # --------------------------------------------------------------------------- Ctrl+C
@@ -417,7 +409,7 @@ def test_sigint_saves_and_exits_130(corpus_file: Path, tmp_path: Path) -> None:
 # The human-readable formats, checked in this process (cheap: torch is loaded once).
 
 
-def test_plain_outputs(
+def test_outputs_in_process(
     demo_run, session_home: Path, corpus_file: Path, monkeypatch, capsys
 ) -> None:
     from ldlm_tui.cli import run as cli_run
@@ -437,9 +429,23 @@ def test_plain_outputs(
     out = plain("generate", "demo", "--prompt", "A", "--length", "8", "--num", "2")
     assert out[0] == "── sample 1/2 (seed 0) ──" and out[1].startswith("A")
     assert out[2] == "── sample 2/2 (seed 1) ──" and len(out) == 4
+    d = json.loads("\n".join(plain("runs", "show", "demo", "--json")))
+    assert d["name"] == "demo" and d["state"] == "finished"
+    assert d["checkpoints"][-1] == DEMO_STEPS and d["last_checkpoint"] == DEMO_STEPS
+    assert d["config"]["preset"] == "tiny" and d["last_eval"]["step"] == DEMO_STEPS
     show = "\n".join(plain("runs", "show", "demo"))
     assert "state      finished" in show and "checkpoints 15, 30" in show
     assert "last eval  step 30 · val ≤ " in show
+    d = json.loads("\n".join(plain("data", "inspect", str(corpus_file), "--json")))
+    text = corpus_file.read_text(encoding="utf-8")
+    assert d["chars"] == len(text) and d["bytes"] == len(text.encode())
+    assert d["lines"] == text.count("\n") and d["distinct_chars"] == len(set(text))
+    assert d["seq_len"] == 128
+    char, word, bpe = (d["tokenizers"][k] for k in ("char", "word", "bpe"))
+    assert char["tokens"] == len(text) and char["vocab_size"] == len(set(text)) + 5
+    assert char["train_tokens"] + char["val_tokens"] == len(text) and char["fits"]
+    assert word["tokens"] < char["tokens"] and bpe["tokens"] < char["tokens"]
+    assert 5 < bpe["vocab_size"] <= 2048
     inspect = "\n".join(plain("data", "inspect", str(corpus_file)))
     assert "distinct characters" in inspect and "chars/token" in inspect
     for kind in ("char", "word", "bpe"):

@@ -102,7 +102,8 @@ def test_infill_never_changes_fixed_positions(process):
     ids, fixed = parse_template(tok, template, length=0)
     frames = run(model, proc, tok, template, steps=10 if process == "uniform" else 0)
     for f in frames:
-        assert [t for t, fx in zip(f.tokens, fixed) if fx] == [t for t, fx in zip(ids, fixed) if fx]
+        kept = [t for t, fx in zip(f.tokens, fixed, strict=True) if fx]
+        assert kept == [t for t, fx in zip(ids, fixed, strict=True) if fx]
         assert not any(fixed[i] for i in f.changed)
     assert len(frames[-1].tokens) == len(ids) and sum(not x for x in fixed) == 7
 

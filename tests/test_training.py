@@ -70,14 +70,15 @@ def test_exact_resume_matches_the_uninterrupted_run():
     cfg.model.dropout = 0.1  # the global RNG must be restored too
     _, rd_a, ev_a, _ = train(cfg, name="straight")
 
-    def stop_at_7(event, holder={}):
+    holder = {}
+
+    def stop_at_7(event):
         if event.event == "step" and event.step == 7:
             holder["trainer"].request_stop("test")
 
-    holder = {}
     rd_b = RunDir.create(cfg.to_dict(), name="interrupted")
     ev_b1 = []
-    tr = Trainer(cfg, run_dir=rd_b, sinks=[ev_b1.append, lambda e: stop_at_7(e, holder)], text=TEXT)
+    tr = Trainer(cfg, run_dir=rd_b, sinks=[ev_b1.append, stop_at_7], text=TEXT)
     holder["trainer"] = tr
     assert tr.run() == "stopped"
     assert max(losses(ev_b1)) == 7
@@ -124,7 +125,9 @@ def test_stop_requested_through_the_run_directory():
     cfg = tiny_config("mask", max_steps=100000)
     rd = RunDir.create(cfg.to_dict(), name="remote")
 
-    def ask_once(event, done=[]):
+    done = []
+
+    def ask_once(event):
         if event.event == "step" and event.step >= 3 and not done:
             done.append(1)
             RunDir.open("remote").request("stop")  # as `ldlm runs stop` would, from outside
