@@ -1,95 +1,82 @@
 """ldlm_engine: diffusion language models in plain PyTorch.
 
 The public API used by every front end (CLI, TUI, notebooks). Nothing here imports a UI
-library; front ends consume the same events and the same run directories.
+library; front ends consume the same events and the same run directories. Names load lazily
+(PEP 562), so `ldlm runs list` and other light commands never pay for importing torch.
 """
 
-from .config import (
-    PRESETS,
-    DataConfig,
-    ModelConfig,
-    ProcessConfig,
-    RunConfig,
-    SampleConfig,
-    TrainConfig,
-    adapt_process,
-    apply_overrides,
-    get_preset,
-    load_config_file,
-)
-from .corpora import Corpus, list_corpora, load_corpus
-from .errors import CheckpointError, ConfigError, DataError, LdlmError, RunError
-from .evaluation import BoundEstimate, estimate_nll
-from .events import (
-    CheckpointEvent,
-    EvalEvent,
-    Event,
-    SampleEvent,
-    StatusEvent,
-    StepEvent,
-    event_from_dict,
-)
-from .inference import LoadedRun, evaluate_run, load_run
-from .model import DiffusionTransformer
-from .processes import make_process
-from .runs import MetricsFollower, RunDir, RunInfo, delete_run, ldlm_home, list_runs, resolve_run
-from .sampling import MASK_MARKER, Frame, final_frame, generate, sample_text
-from .tokenizers import Tokenizer, build_tokenizer, load_tokenizer
-from .training import Trainer, prepare_data, resolve_device
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "MASK_MARKER",
-    "PRESETS",
-    "BoundEstimate",
-    "CheckpointError",
-    "CheckpointEvent",
-    "ConfigError",
-    "Corpus",
-    "DataConfig",
-    "DataError",
-    "DiffusionTransformer",
-    "EvalEvent",
-    "Event",
-    "Frame",
-    "LdlmError",
-    "LoadedRun",
-    "MetricsFollower",
-    "ModelConfig",
-    "ProcessConfig",
-    "RunConfig",
-    "RunDir",
-    "RunError",
-    "RunInfo",
-    "SampleConfig",
-    "SampleEvent",
-    "StatusEvent",
-    "StepEvent",
-    "Tokenizer",
-    "TrainConfig",
-    "Trainer",
-    "__version__",
-    "adapt_process",
-    "apply_overrides",
-    "build_tokenizer",
-    "delete_run",
-    "estimate_nll",
-    "evaluate_run",
-    "event_from_dict",
-    "final_frame",
-    "generate",
-    "get_preset",
-    "ldlm_home",
-    "list_corpora",
-    "list_runs",
-    "load_config_file",
-    "load_corpus",
-    "load_run",
-    "load_tokenizer",
-    "make_process",
-    "prepare_data",
-    "resolve_device",
-    "resolve_run",
-    "sample_text",
-]
+_EXPORTS = {
+    "BoundEstimate": "evaluation",
+    "CheckpointError": "errors",
+    "CheckpointEvent": "events",
+    "ConfigError": "errors",
+    "Corpus": "corpora",
+    "DataConfig": "config",
+    "DataError": "errors",
+    "DiffusionTransformer": "model",
+    "EvalEvent": "events",
+    "Event": "events",
+    "Frame": "sampling",
+    "LdlmError": "errors",
+    "LoadedRun": "inference",
+    "MASK_MARKER": "sampling",
+    "MetricsFollower": "runs",
+    "ModelConfig": "config",
+    "PRESETS": "config",
+    "ProcessConfig": "config",
+    "RunConfig": "config",
+    "RunDir": "runs",
+    "RunError": "errors",
+    "RunInfo": "runs",
+    "SampleConfig": "config",
+    "SampleEvent": "events",
+    "StatusEvent": "events",
+    "StepEvent": "events",
+    "Tokenizer": "tokenizers",
+    "TrainConfig": "config",
+    "Trainer": "training",
+    "adapt_process": "config",
+    "apply_overrides": "config",
+    "build_tokenizer": "tokenizers",
+    "delete_run": "runs",
+    "estimate_nll": "evaluation",
+    "evaluate_run": "inference",
+    "event_from_dict": "events",
+    "final_frame": "sampling",
+    "generate": "sampling",
+    "get_preset": "config",
+    "ldlm_home": "runs",
+    "list_corpora": "corpora",
+    "list_runs": "runs",
+    "load_config_file": "config",
+    "load_corpus": "corpora",
+    "load_run": "inference",
+    "load_tokenizer": "tokenizers",
+    "make_process": "processes",
+    "prepare_data": "training",
+    "resolve_device": "training",
+    "resolve_run": "runs",
+    "sample_text": "sampling",
+}
+
+__all__ = sorted([*_EXPORTS, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'ldlm_engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -276,7 +276,10 @@ def save_checkpoint(
         raise CheckpointError("checkpoint meta needs a 'step'")
     step = int(meta["step"])
     name = checkpoint_name(step)
-    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _write_error(directory, name, e) from None
 
     model_tensors, tied = _dedupe_model_state(model_state)
     state_tensors: dict[str, torch.Tensor] = {}
@@ -287,9 +290,12 @@ def save_checkpoint(
         state_tensors[f"extra.{key}"] = _to_cpu_copy(t)
 
     tmp = directory / f"{TMP_PREFIX}{name}-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+    except OSError as e:
+        raise _write_error(directory, name, e) from None
     try:
         files: dict[str, dict[str, Any]] = {}
         for fname, tensors in ((MODEL_FILE, model_tensors), (STATE_FILE, state_tensors)):
@@ -330,11 +336,25 @@ def save_checkpoint(
         else:
             os.rename(tmp, final)
         fsync_dir(directory)
+    except (OSError, SafetensorError) as e:  # disk full, read-only file system, ...
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise _write_error(directory, name, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    atomic_write_text(directory / LAST_FILE, json.dumps({"name": name, "step": step}) + "\n")
+    try:
+        atomic_write_text(directory / LAST_FILE, json.dumps({"name": name, "step": step}) + "\n")
+    except OSError as e:  # last.json still names the previous checkpoint
+        raise _write_error(directory, name, e) from None
     return final
+
+
+def _write_error(directory: Path, name: str, e: BaseException) -> CheckpointError:
+    """A failed checkpoint write as one line; earlier checkpoints and last.json are untouched."""
+    reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
+    return CheckpointError(
+        f"cannot write checkpoint {name} in {directory}: {reason}; the previous checkpoint is kept"
+    )
 
 
 # --------------------------------------------------------------------------- load
@@ -360,7 +380,7 @@ def read_last(checkpoints_dir: Path) -> dict[str, Any] | None:
     """The ``last.json`` pointer, or None when missing or unreadable."""
     try:
         d = json.loads((Path(checkpoints_dir) / LAST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(d, dict) or not isinstance(d.get("name"), str):
         return None
@@ -392,7 +412,7 @@ def _load_folder(path: Path) -> Checkpoint:
         meta = json.loads(meta_path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CheckpointError(f"checkpoint {path} is incomplete: {META_FILE} is missing") from None
-    except (OSError, ValueError, UnicodeDecodeError) as e:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise CheckpointError(f"checkpoint {meta_path} is unreadable: {msg}") from None
     if not isinstance(meta, dict):
@@ -433,6 +453,15 @@ def _load_folder(path: Path) -> Checkpoint:
 
     model_state = loaded[MODEL_FILE]
     tied = meta.get("tied") or {}
+    step = meta.get("step")
+    if (
+        not isinstance(step, int)
+        or isinstance(step, bool)
+        or step < 0
+        or not isinstance(tied, dict)
+        or not all(isinstance(k, str) and isinstance(v, str) for k, v in tied.items())
+    ):
+        raise CheckpointError(f"checkpoint {meta_path} is damaged: bad step or tied weights")
     for canonical in tied.values():
         if canonical not in model_state:
             raise CheckpointError(
@@ -444,7 +473,12 @@ def _load_folder(path: Path) -> Checkpoint:
         ordered[k] = model_state[tied.get(k, k)]
     state_tensors = loaded[STATE_FILE]
     opt = meta.get("optimizer")
-    optimizer_state = _decode(opt, state_tensors, path) if opt is not None else None
+    try:
+        optimizer_state = _decode(opt, state_tensors, path) if opt is not None else None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError):
+        raise CheckpointError(
+            f"checkpoint {meta_path} is damaged: bad optimizer structure"
+        ) from None
     extra = {k[len("extra.") :]: v for k, v in state_tensors.items() if k.startswith("extra.")}
     meta["path"] = str(path)
     return Checkpoint(ordered, optimizer_state, extra, meta, path, dict(tied))

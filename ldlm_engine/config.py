@@ -29,7 +29,7 @@ SCHEDULES = ("cosine", "linear")
 POSITIONS = ("rope", "sincos")
 OPTIMIZERS = ("adamw", "adam")
 LR_SCHEDULES = ("cosine", "constant")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 SAMPLERS = ("low_confidence", "random", "threshold", "uniform", "ar")
 
@@ -38,6 +38,9 @@ MAX_SEQ_LEN = 65_536
 MAX_VOCAB = 1_000_000
 MAX_D_MODEL = 16_384
 MAX_LAYERS = 256
+# Each limit above alone still allows a model of ~10**12 weights (terabytes); this caps their
+# product, far above the largest preset (~110M) and anything this toolkit trains.
+MAX_PARAMETERS = 10_000_000_000
 
 
 @dataclass
@@ -94,7 +97,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     epochs: int | None = None
     max_steps: int | None = 2000
-    precision: str = "bf16"
+    precision: str = "auto"  # bf16 where the hardware runs it fast, else fp32
     device: str = "auto"
     seed: int = 0
     log_every: int = 10
@@ -233,6 +236,13 @@ def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     _check(value in choices, f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
+def estimate_parameters(m: ModelConfig) -> int:
+    """Approximate weight count of a model config (attention, MLP, embeddings), no allocation."""
+    per_layer = 4 * m.d_model * m.d_model + 2 * m.d_model * m.d_ff
+    embeddings = m.vocab_size * m.d_model * (1 if m.tie_weights else 2)
+    return m.n_layers * per_layer + embeddings
+
+
 def validate(cfg: RunConfig) -> None:
     """Reject impossible or absurd settings with a one-line :class:`ConfigError`."""
     m, p, d, t, s = cfg.model, cfg.process, cfg.data, cfg.train, cfg.sample
@@ -249,6 +259,11 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 <= m.dropout < 1.0, "model.dropout must be in [0, 1)")
     _choice("model.positions", m.positions, POSITIONS)
     _check(0 <= m.vocab_size <= MAX_VOCAB, f"model.vocab_size must be in 0..{MAX_VOCAB}")
+    n_params = estimate_parameters(m)
+    _check(
+        n_params <= MAX_PARAMETERS,
+        f"model is too large: about {n_params:,} parameters (the limit is {MAX_PARAMETERS:,})",
+    )
     _choice("process.kind", p.kind, PROCESSES)
     _choice("process.schedule", p.schedule, SCHEDULES)
     _check(2 <= p.timesteps <= 100_000, "process.timesteps must be in 2..100000")
@@ -447,7 +462,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             data = json.loads(text)
         else:
             data = tomllib.loads(text)
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ConfigError(f"cannot parse config file {p}: {str(e).splitlines()[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {p} must contain a table/object")

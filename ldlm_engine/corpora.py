@@ -192,6 +192,9 @@ def _load_folder(folder: Path) -> Corpus:
 
 def _read_text_file(path: Path) -> str:
     try:
+        # A FIFO or a device (/dev/zero) would block or never end: only regular files.
+        if path.exists() and not path.is_dir() and not path.is_file():
+            raise DataError(f"{path} is not a regular file, expected a text file")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"no such file: {path}") from None

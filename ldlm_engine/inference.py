@@ -95,7 +95,7 @@ def evaluate_run(
         windows,
         chars_per_token=chars / max(1, val.numel()),
         samples=samples or max(4, cfg.train.eval_samples),
-        batch_size=cfg.train.batch_size,
+        batch_size=max(64, cfg.train.batch_size),
         seed=seed,
         device=loaded.device,
         autocast_dtype=autocast_dtype(cfg.train.precision, loaded.device),

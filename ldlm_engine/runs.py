@@ -77,7 +77,7 @@ def _read_json(path: Path) -> dict[str, Any]:
     """A JSON object file, or {} when missing, partial or not an object."""
     try:
         d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
         return {}
     return d if isinstance(d, dict) else {}
 
@@ -104,7 +104,7 @@ def _parse_lines(data: bytes) -> list[dict[str, Any]]:
             continue
         try:
             obj = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             continue
         if isinstance(obj, dict):
             out.append(obj)
@@ -192,6 +192,21 @@ class RunDir:
         home: Path | None = None,
     ) -> RunDir:
         """Make a new run directory with ``config.json``; never reuses an existing run."""
+        try:
+            return cls._create(config_dict, name=name, run_dir=run_dir, home=home)
+        except OSError as e:  # read-only or full disk, a file where a folder should be ...
+            where = e.filename or (run_dir if run_dir is not None else runs_root(home))
+            raise RunError(f"cannot create a run in {where}: {e.strerror or e}") from None
+
+    @classmethod
+    def _create(
+        cls,
+        config_dict: Mapping[str, Any],
+        *,
+        name: str | None = None,
+        run_dir: Path | None = None,
+        home: Path | None = None,
+    ) -> RunDir:
         if hasattr(config_dict, "to_dict"):
             config_dict = config_dict.to_dict()
         if run_dir is not None:
@@ -294,7 +309,7 @@ class RunDir:
             d = json.loads(self.config_path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise RunError(f"run {self.name} has no config.json ({self.path})") from None
-        except (OSError, ValueError, UnicodeDecodeError) as e:
+        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
             msg = str(e).splitlines()[0]
             raise RunError(f"cannot read {self.config_path}: {msg}") from None
         if not isinstance(d, dict):
@@ -398,12 +413,15 @@ class RunDir:
         """Append one event (a dict or an ``events.Event``) as one line with a single write."""
         d = event.to_dict() if hasattr(event, "to_dict") else dict(event)
         data = (json.dumps(d, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
-        fd = self._open_metrics()
-        n = os.write(fd, data)
-        if n < len(data):  # only on a full disk or a signal; finish the line
-            view = memoryview(data)[n:]
-            while view:
-                view = view[os.write(fd, view) :]
+        try:
+            fd = self._open_metrics()
+            n = os.write(fd, data)
+            if n < len(data):  # only on a full disk or a signal; finish the line
+                view = memoryview(data)[n:]
+                while view:
+                    view = view[os.write(fd, view) :]
+        except OSError as e:  # disk full, read-only file system ...
+            raise RunError(f"cannot write {self.metrics_path}: {e.strerror or e}") from None
         kind = d.get("event")
         if kind in _FSYNC_EVENTS:
             with contextlib.suppress(OSError):
@@ -641,7 +659,7 @@ def delete_run(name_or_path: str | Path, *, force: bool = False, home: Path | No
     if run.is_locked():
         pid = run._lock_pid() or run.read_status().get("pid") or "?"
         raise RunError(
-            f"run {run.name} is live (pid {pid}); stop it first (`ldlm stop {run.name}`)"
+            f"run {run.name} is live (pid {pid}); stop it first (`ldlm runs stop {run.name}`)"
         )
     if not force and run.liveness() == "live":
         raise RunError(f"run {run.name} looks live (fresh heartbeat); stop it first or use --force")

@@ -503,7 +503,7 @@ def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
         raise CheckpointError(f"cannot read tokenizer file {p}: {e.strerror}") from None
     try:
         d = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         msg = str(e).splitlines()[0]
         raise CheckpointError(f"tokenizer file {p} is not valid JSON: {msg}") from None
     try:

@@ -41,7 +41,7 @@ from .checkpoint import (
 from .config import RunConfig, SampleConfig
 from .corpora import load_corpus
 from .data import Batcher, TokenSplits, encode_corpus, eval_windows, split_train_val
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, RunError
 from .evaluation import BoundEstimate, estimate_nll
 from .events import (
     CheckpointEvent,
@@ -80,15 +80,36 @@ def resolve_device(name: str) -> torch.device:
     return torch.device("cpu")
 
 
+def cpu_has_fast_bf16() -> bool:
+    """True where the CPU multiplies bf16 in hardware (AMX or AVX-512 BF16).
+
+    Elsewhere (AVX2-only CPUs, e.g. many AMD EPYC and laptop chips) oneDNN emulates bf16 and a
+    bf16 matmul runs 4-200x *slower* than fp32, so "auto" must not pick it there.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
-    """bf16 autocast where it helps (CUDA with bf16 support, or any CPU); None = fp32."""
-    if precision != "bf16":
+    """The autocast dtype for a precision setting on a device; None means plain fp32.
+
+    "bf16" is honoured wherever torch can run it; "auto" picks bf16 only where it is fast:
+    CUDA GPUs with bf16 support and CPUs with bf16 instructions.
+    """
+    if precision == "fp32" or device.type == "mps":
         return None
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return None
-    if device.type == "mps":
-        return None
-    return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if precision == "bf16" or cpu_has_fast_bf16():
+        return torch.bfloat16
+    return None
 
 
 def lr_at(step: int, cfg, total_steps: int) -> float:
@@ -136,6 +157,16 @@ def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> tuple[DiffusionTransfor
     return model, make_process(cfg.process, tokenizer)
 
 
+def _write_error(e: BaseException) -> RunError | None:
+    """A run directory that cannot be written (disk full, read-only ...) as one line."""
+    if not isinstance(e, OSError):
+        return None
+    where = e.filename or "the run directory"
+    if isinstance(where, str) and os.path.basename(where).startswith(".tmp-"):
+        where = os.path.dirname(where)  # an atomic write's temporary file: name the folder
+    return RunError(f"cannot write {where}: {e.strerror or e}; training stopped")
+
+
 class Trainer:
     """Runs one training job; see the module docstring for control and resume semantics."""
 
@@ -158,6 +189,7 @@ class Trainer:
         self._stop = threading.Event()
         self._pause = threading.Event()
         self.stop_reason = ""
+        self._last_saved = -1
         self.state = "created"
         self.step = 0
         self.best_val_bpc: float | None = None
@@ -301,6 +333,7 @@ class Trainer:
             extra_tensors=self._extra_tensors(),
             meta=meta,
         )
+        self._last_saved = self.step
         prune_checkpoints(self.run_dir.checkpoints_dir, self.cfg.train.keep_checkpoints)
         self.emit(CheckpointEvent(step=self.step, path=str(path)))
         return str(path)
@@ -420,10 +453,13 @@ class Trainer:
                 self.setup()
             return self._loop()
         except BaseException as e:
+            error = _write_error(e) if self.run_dir is not None else None
             if self.state not in ("created", "finished", "stopped", "failed"):
-                msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+                msg = str(error or e).splitlines()[0] if str(error or e) else type(e).__name__
                 with contextlib.suppress(Exception):
                     self._status("failed", msg)
+            if error is not None:
+                raise error from None
             raise
         finally:
             for sig, h in old_handlers.items():
@@ -434,9 +470,10 @@ class Trainer:
 
     def _loop(self) -> str:
         t = self.cfg.train
+        precision = "bf16" if self.amp_dtype is not None else "fp32"
         self._status(
             "resumed" if self.resume and self.step else "started",
-            f"device {self.device.type}, {self.model.num_parameters():,} parameters",
+            f"device {self.device.type}, {precision}, {self.model.num_parameters():,} parameters",
         )
         model = self.ddp_model
         model.train()
@@ -509,12 +546,13 @@ class Trainer:
         stopped = self.step < self.total_steps
         if stopped:
             self._status("stopping", self.stop_reason)
-            self.save()
+            if self._last_saved != self.step:
+                self.save()
             self._status("stopped", f"{self.stop_reason}; checkpoint at step {self.step}")
             return "stopped"
         if self.is_main and not (t.eval_every and self.step % t.eval_every == 0):
             self._emit_eval()
-        if not (t.checkpoint_every and self.step % t.checkpoint_every == 0):
+        if self._last_saved != self.step:
             self.save()
         self._status("finished", f"{self.step} steps")
         return "finished"

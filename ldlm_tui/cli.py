@@ -93,6 +93,7 @@ class TokenizerKind(str, enum.Enum):
 
 
 class Precision(str, enum.Enum):
+    auto = "auto"
     fp32 = "fp32"
     bf16 = "bf16"
 
@@ -180,12 +181,14 @@ def _world_size() -> int:
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    from ldlm_engine.fileio import atomic_write_json
+
+    try:
+        atomic_write_json(path, obj)
+    except OSError as e:
+        from ldlm_engine import RunError
+
+        raise RunError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def _user_config_path() -> Path:
@@ -324,7 +327,11 @@ def train(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per step."),
     seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
-    precision: Precision | None = typer.Option(None, "--precision", help="Compute precision."),
+    precision: Precision | None = typer.Option(
+        None,
+        "--precision",
+        help="Compute precision (auto: bf16 where the hardware runs it fast, else fp32).",
+    ),
     device: Device | None = typer.Option(None, "--device", help="Where to train."),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
     eval_every: int | None = typer.Option(

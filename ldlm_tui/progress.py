@@ -146,21 +146,30 @@ class RichDisplay:
     def __init__(self, console: Console | None = None) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        class TwoLineProgress(Progress):
+            """The bar on one line, the statistics under it (fits 80 columns)."""
+
+            stats = Text("starting…", style="dim")
+
+            def get_renderables(self):
+                yield self.make_tasks_table(self.tasks)
+                yield self.stats
+
         self.console = console or make_console()
         self.eta = _Eta()
         self.last_status: dict[str, Any] = {}
         self.val = "val –"
-        self.progress = Progress(
-            TextColumn("[bold]train"),
+        self.progress = TwoLineProgress(
+            TextColumn("train", style="bold"),
             BarColumn(bar_width=None),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[stats]}"),
+            TextColumn("{task.fields[eta]}"),
             console=self.console,
             transient=False,
             refresh_per_second=4,
             expand=True,
         )
-        self.task = self.progress.add_task("train", total=None, stats="starting…")
+        self.task = self.progress.add_task("train", total=None, eta="")
         self.progress.start()
 
     def _log(self, text: Text) -> None:
@@ -171,11 +180,13 @@ class RichDisplay:
         if kind == "step":
             total = event.total_steps or None
             eta = self.eta.update(event.step, event.total_steps or 0, event.elapsed_s)
-            stats = (
+            self.progress.stats = Text(
                 f"epoch {event.epoch:.2f} · loss {event.loss:.3f} · {self.val} · "
-                f"{event.tokens_per_s:,.0f} tok/s · lr {event.lr:.1e} · eta {format_duration(eta)}"
+                f"{event.tokens_per_s:,.0f} tok/s · lr {event.lr:.1e}"
             )
-            self.progress.update(self.task, completed=event.step, total=total, stats=stats)
+            self.progress.update(
+                self.task, completed=event.step, total=total, eta=f"eta {format_duration(eta)}"
+            )
         elif kind == "eval":
             rel = "=" if event.exact else "≤"
             self.val = f"val {rel} {event.val_bits_per_char:.2f} b/c"

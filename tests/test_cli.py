@@ -390,7 +390,9 @@ def test_sigint_saves_and_exits_130(corpus_file: Path, tmp_path: Path) -> None:
             90,
             "the first logged step",
         )
-        assert proc.poll() is None, proc.communicate()
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"ldlm train exited early ({proc.returncode}):\n{out}\n{err}")
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=60)
     finally:

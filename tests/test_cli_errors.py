@@ -153,7 +153,7 @@ def test_rm_live_run_is_refused(env, capsys: pytest.CaptureFixture) -> None:
     assert (env["runs"] / "demo" / "config.json").is_file()
 
 
-SUBPROCESS_CASES = ("missing-data", "name-and-run-dir", "checkpoint-version", "watch-unknown-run")
+SUBPROCESS_CASES = ("missing-data", "name-and-run-dir", "checkpoint-version")
 
 
 def test_errors_through_the_executable(env) -> None:
