@@ -16,10 +16,10 @@ fi
 export PYTHONPATH="/tmp/site:$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 LDLM_HOME="$OUT/home"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name(0))"
-(cd benchmarks && timeout 240 python3 train_throughput.py --device cuda --steps 30 --reps 3 \
+(cd benchmarks && timeout 300 python3 train_throughput.py --device cuda --steps 30 --reps 2 \
    --batch 64 --compile --data "../$DATA") 2>&1 | tee "$OUT/throughput.txt"
-STEPS=$((MINUTES * 60 * 8))  # generous: the run is cut at MINUTES by --max-time below
-timeout $((MINUTES * 60 + 60)) python3 -m ldlm_tui.cli train --preset small --data "$DATA" \
+STEPS=$((MINUTES * 60 * 20))  # generous: `timeout` stops it (SIGTERM checkpoints) at MINUTES
+timeout $((MINUTES * 60)) python3 -m ldlm_tui.cli train --preset small --data "$DATA" \
   --device cuda --max-steps "$STEPS" --eval-every 250 --sample-every 1000 --name gpu-small \
   2>&1 | tail -n 40 | tee "$OUT/small.txt"
 python3 -m ldlm_tui.cli eval gpu-small --json 2>&1 | tee "$OUT/eval.json"

@@ -149,7 +149,7 @@ def main() -> None:
                 )
             results[v].append(r)
     peak32 = matmul_peak(torch.float32, args.device)
-    peak16 = matmul_peak(torch.bfloat16, args.device)
+    peak16 = matmul_peak(torch.bfloat16, args.device) if bf16 else float("nan")
     fpt = model_flops_per_token(n_params, 6, 256, seq)
     ref = median(results["reference fp32"])
     rows = []
@@ -172,6 +172,7 @@ def main() -> None:
     if not bf16:
         print("bf16: not measured (this CPU has no AMX/AVX-512-BF16; bf16 would be emulated)")
     print(f"matmul peak: fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s")
+    print(f"bf16 measured: {'yes' if bf16 else 'no'}")
     print(f"model: {n_params / 1e6:.2f}M non-embedding params, {fpt / 1e6:.1f} MFLOP/token")
     print(f"{'variant':24} {'tokens/s':>10} {'× ref':>7} {'MFU':>6}   reps")
     for r in rows:

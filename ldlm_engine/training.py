@@ -478,8 +478,9 @@ class Trainer:
         model = self.ddp_model
         model.train()
         tokens_per_step = t.batch_size * self.cfg.model.seq_len * self.world_size
-        window_loss = 0.0
+        window_loss: torch.Tensor | float = 0.0
         window_n = 0
+        grad_norm: torch.Tensor | float = 0.0
         window_t = time.perf_counter()
         last_good_step = self.step
         if self.device.type == "cuda":
@@ -497,40 +498,40 @@ class Trainer:
             with self._amp():
                 loss = self.process.loss(model, x0, self.noise_gen)
             loss.backward()
-            grad_norm = 0.0
             if t.grad_clip > 0:
-                grad_norm = float(
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-                )
-            loss_value = float(loss.detach())
-            if not math.isfinite(loss_value) or not math.isfinite(grad_norm):
-                self.optimizer.zero_grad(set_to_none=True)
-                msg = (
-                    f"non-finite loss ({loss_value}) at step {self.step + 1}; stopped without "
-                    f"saving, the last good checkpoint is step {last_good_step}"
-                )
-                self._status("failed", msg)
-                return "failed"
+                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.step += 1
             self.tokens_seen += tokens_per_step
-            window_loss += loss_value
+            # Losses stay on the device between log steps: reading one back every step would
+            # make the CPU wait for the GPU, which costs a small model most of its speed.
+            window_loss = loss.detach() + window_loss
             window_n += 1
             if self.run_dir is not None and self.is_main:
                 self.run_dir.heartbeat(self.step)
-            if self.step % max(1, t.log_every) == 0 or self.step == self.total_steps:
+            due_ckpt = bool(t.checkpoint_every and self.step % t.checkpoint_every == 0)
+            if self.step % max(1, t.log_every) == 0 or self.step == self.total_steps or due_ckpt:
+                mean_loss = float(window_loss) / window_n
+                norm = float(grad_norm)
+                if not (math.isfinite(mean_loss) and math.isfinite(norm)):
+                    msg = (
+                        f"non-finite loss ({mean_loss}) by step {self.step}; stopped without "
+                        f"saving, the last good checkpoint is step {last_good_step}"
+                    )
+                    self._status("failed", msg)
+                    return "failed"
                 now = time.perf_counter()
                 self.emit(
                     StepEvent(
                         step=self.step,
-                        loss=window_loss / window_n,
+                        loss=mean_loss,
                         lr=lr,
                         tokens_per_s=window_n * tokens_per_step / max(now - window_t, 1e-9),
                         epoch=round(self.batcher.epoch_progress, 4),
                         elapsed_s=self.elapsed_before + now - self._t0,
                         total_steps=self.total_steps,
-                        grad_norm=grad_norm,
+                        grad_norm=norm,
                         peak_mem_mb=self._peak_mem_mb(),
                     )
                 )
@@ -539,11 +540,14 @@ class Trainer:
                 self._emit_eval()
             if self.is_main and self._due(t.sample_every, t.sample_every_epochs, epoch_before):
                 self.emit(self.sample())
-            if t.checkpoint_every and self.step % t.checkpoint_every == 0:
+            if due_ckpt:
                 self.save()
                 last_good_step = self.step
             model.train()
         stopped = self.step < self.total_steps
+        if window_n and not math.isfinite(float(window_loss)):  # never checkpoint garbage
+            self._status("failed", f"non-finite loss by step {self.step}; stopped without saving")
+            return "failed"
         if stopped:
             self._status("stopping", self.stop_reason)
             if self._last_saved != self.step:

@@ -1,0 +1,496 @@
+"""Sampling: model calls, speed and quality of each sampler, judged by an autoregressive model.
+
+    python benchmarks/sampling.py [--train-steps 800] [--num 8] [--length 128] [--json]
+    python benchmarks/sampling.py --mask-run NAME --ar-run NAME      (reuse trained runs)
+
+Trains (or loads) a masked diffusion model and an ``ar`` judge on the same corpus (tiny
+Shakespeare where the checkout has it): by default the ``tiny`` preset widened to d_model 96 and
+3 layers, seq_len = prompt + length, 800 steps of batch 32, char tokens, each model in its own
+process (``--jobs 2``: both at once, one torch thread each; about 4 minutes on 2 free AVX2
+cores). ``--save-runs PREFIX`` keeps them as runs for ``--mask-run``/``--ar-run``. Then it
+generates ``--length`` tokens ``--num`` times (one
+seed each, temperature 1 by default) with every sampler setting:
+
+* ``low_confidence`` with ``length``, ``length/2`` and ``length/4`` steps (one, two, four tokens
+  per model call), ``random`` with ``length`` steps, ``threshold`` at tau 0.9, 0.7, 0.5, and the
+  uniform process's ancestral sampler with ``--with-uniform`` (a third model, same budget).
+
+For each it prints model calls (NFE), tokens/s (generated tokens / wall time, median over
+samples), and quality: the generative NLL, i.e. the mean per-token cross-entropy of the
+generated tokens under the ``ar`` judge given BOS (and the prompt), with the standard error over
+samples and the perplexity, plus the entropy of each sample's unigram distribution (a
+repetition check: a low NLL made of repeated spaces is not quality). Held-out real text is
+scored the same way as the reference row. The target: ``threshold`` with at most 1/3 of the
+model calls of one-token-per-call ``low_confidence`` at a generative NLL within 5% of it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from common import default_corpus, machine, median
+
+from ldlm_engine import SampleConfig, Trainer, adapt_process, final_frame, get_preset, load_run
+from ldlm_engine.sampling import MASK_MARKER
+
+
+@dataclass
+class Model:
+    """A trained model with what sampling and scoring need."""
+
+    kind: str
+    model: torch.nn.Module
+    process: object
+    tokenizer: object
+    seq_len: int
+    source: str  # "trained here (...)" or "run NAME"
+    val_bits_per_char: float | None = None
+    val_ids: torch.Tensor | None = None  # held-out token stream (for the real-text reference)
+
+
+@dataclass
+class Setting:
+    sampler: str
+    label: str
+    steps: int = 0
+    threshold: float = 0.9
+    nfe: list[int] = field(default_factory=list)
+    tokens_per_s: list[float] = field(default_factory=list)
+    nll: list[float] = field(default_factory=list)  # mean nats per generated token, per sample
+    entropy: list[float] = field(default_factory=list)  # unigram entropy (bits), per sample
+    texts: list[str] = field(default_factory=list)
+
+
+def train_config(kind: str, args, device: torch.device):
+    cfg = get_preset(args.preset)
+    adapt_process(cfg, kind)
+    cfg.data.source = args.data
+    cfg.model.seq_len = args.seq_len
+    if args.d_model:
+        cfg.model.d_model, cfg.model.d_ff = args.d_model, 4 * args.d_model
+    if args.layers:
+        cfg.model.n_layers = args.layers
+    cfg.train.max_steps = args.train_steps
+    cfg.train.epochs = None
+    cfg.train.batch_size = args.batch
+    cfg.train.warmup_steps = min(cfg.train.warmup_steps, args.train_steps // 10)
+    cfg.train.log_every = max(1, args.train_steps // 10)
+    cfg.train.eval_every = cfg.train.sample_every = cfg.train.checkpoint_every = 0
+    cfg.train.sample_every_epochs = cfg.train.eval_every_epochs = 0
+    cfg.train.device = device.type
+    cfg.train.seed = args.seed
+    if args.lr:
+        cfg.train.lr = args.lr
+    return cfg.validate()
+
+
+def train_child(kind: str, run_dir: str, args, device: torch.device) -> None:
+    """Child process: train one model into ``run_dir``; print one JSON line about it."""
+    from ldlm_engine import RunDir
+
+    cfg = train_config(kind, args, device)
+    rd = Path(run_dir)
+    t0 = time.perf_counter()
+    run = RunDir.create(cfg, run_dir=rd) if rd.is_absolute() else RunDir.create(cfg, name=run_dir)
+    tr = Trainer(cfg, run_dir=run, handle_signals=False)
+    state = tr.run()
+    run.close()
+    if state != "finished":
+        raise SystemExit(f"training the {kind} model ended {state}")
+    m = cfg.model
+    print(
+        json.dumps(
+            {
+                "path": str(run.path),
+                "source": (
+                    f"trained here: preset {args.preset} (d {m.d_model}, {m.n_layers} layers, "
+                    f"seq {m.seq_len}), {args.train_steps} steps x batch {args.batch}, lr "
+                    f"{cfg.train.lr:g}, {tr.model.num_parameters():,} params, "
+                    f"{time.perf_counter() - t0:.0f} s"
+                ),
+            }
+        ),
+        flush=True,
+    )
+
+
+def train_models(kinds: list[str], args, where: Path, log) -> dict[str, tuple[str, str]]:
+    """Train each kind in its own child process, ``--jobs`` at a time: {kind: (path, source)}."""
+    pending = list(kinds)
+    running: dict[str, subprocess.Popen] = {}
+    done: dict[str, tuple[str, str]] = {}
+    argv = [a for a in sys.argv[1:] if a != "--json"]
+    while pending or running:
+        while pending and len(running) < max(1, args.jobs):
+            kind = pending.pop(0)
+            target = f"{args.save_runs}-{kind}" if args.save_runs else str(where / kind)
+            log(f"training the {kind} model ({args.train_steps} steps) ...")
+            cmd = [sys.executable, os.path.abspath(__file__), *argv, "--seq-len", str(args.seq_len)]
+            running[kind] = subprocess.Popen(
+                [*cmd, "--_train", kind, "--_run-dir", target], stdout=subprocess.PIPE, text=True
+            )
+        time.sleep(0.2)
+        for kind, proc in list(running.items()):
+            if proc.poll() is None:
+                continue
+            out = proc.stdout.read() if proc.stdout else ""
+            del running[kind]
+            if proc.returncode != 0:
+                for p in running.values():
+                    p.kill()
+                raise SystemExit(f"training the {kind} model failed (exit {proc.returncode})")
+            info = json.loads(out.strip().splitlines()[-1])
+            done[kind] = (info["path"], info["source"])
+    return done
+
+
+def load_model(kind: str, name: str, device: torch.device, source: str = "") -> Model:
+    from ldlm_engine import prepare_data
+
+    lr = load_run(name, device=device.type)
+    if lr.config.process.kind != kind:
+        raise SystemExit(f"run {name} is a {lr.config.process.kind!r} model, not {kind!r}")
+    val = prepare_data(lr.config, lr.tokenizer).splits.val
+    evals = [e for e in lr.run.read_metrics() if e.get("event") == "eval"]
+    bpc = evals[-1].get("val_bits_per_char") if evals else None
+    return Model(
+        kind,
+        lr.model,
+        lr.process,
+        lr.tokenizer,
+        lr.config.model.seq_len,
+        source or f"run {lr.run.name} (step {lr.step}, {lr.model.num_parameters():,} params)",
+        bpc if isinstance(bpc, (int, float)) else None,
+        val,
+    )
+
+
+def unigram_entropy(ids: list[int]) -> float:
+    """Entropy in bits of the token distribution of one sample."""
+    n = len(ids)
+    if n == 0:
+        return 0.0
+    return -sum(c / n * math.log2(c / n) for c in Counter(ids).values())
+
+
+class Judge:
+    """Scores token sequences with an ``ar`` model: exact per-token CE given BOS and context."""
+
+    def __init__(self, m: Model, gen_tokenizer, device: torch.device) -> None:
+        self.m = m
+        self.device = device
+        self.gen_tokenizer = gen_tokenizer
+        # Same vocabulary (two char tokenizers of one corpus): score ids as they are, so a
+        # sampled special token is charged what the judge thinks of it rather than dropped.
+        self.same_vocab = gen_tokenizer.to_dict() == m.tokenizer.to_dict()
+
+    def to_judge_ids(self, ids: list[int]) -> list[int]:
+        if self.same_vocab:
+            return list(ids)
+        return self.m.tokenizer.encode(self.gen_tokenizer.decode(ids))
+
+    @torch.no_grad()
+    def nll(self, context: list[int], target: list[int]) -> float:
+        """Mean nats per token of ``target`` following ``context`` (judge token ids)."""
+        x = torch.tensor([context + target], dtype=torch.long, device=self.device)
+        if x.shape[1] > self.m.seq_len:
+            raise SystemExit(
+                f"context + generated = {x.shape[1]} tokens, more than the judge's seq_len "
+                f"{self.m.seq_len}: use a shorter --prompt or --length, or a larger --seq-len"
+            )
+        proc = self.m.process
+        logits = proc.x0_logits(self.m.model, proc.shift_right(x), None)[0]
+        ce = F.cross_entropy(logits, x[0], reduction="none")
+        return float(ce[len(context) :].double().mean())
+
+
+def mean_se(xs: list[float]) -> tuple[float, float]:
+    if not xs:
+        return math.nan, math.nan
+    m = statistics.fmean(xs)
+    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
+    return m, se
+
+
+def run_setting(s: Setting, gen: Model, judge: Judge, args, device, context: list[int]) -> None:
+    for i in range(args.num):
+        sc = SampleConfig(
+            sampler=s.sampler,
+            length=args.length,
+            steps=s.steps,
+            temperature=args.temperature,
+            threshold=s.threshold,
+            seed=args.seed * 1000 + i,
+        )
+        t0 = time.perf_counter()
+        frame = final_frame(
+            gen.model,
+            gen.process,
+            gen.tokenizer,
+            sc,
+            args.prompt,
+            device=device,
+            max_len=gen.seq_len,
+        )
+        dt = time.perf_counter() - t0
+        ids = [t for t, f in zip(frame.tokens, frame.fixed, strict=True) if not f]
+        s.nfe.append(frame.nfe)
+        s.tokens_per_s.append(len(ids) / dt)
+        s.nll.append(judge.nll(context, judge.to_judge_ids(ids)))
+        s.entropy.append(unigram_entropy(ids))
+        s.texts.append(gen.tokenizer.decode(ids))
+
+
+def real_text_reference(judge: Judge, args, context: list[int]) -> dict:
+    """Held-out text windows of the same length, scored like the samples."""
+    val = judge.m.val_ids
+    if val is None or val.numel() < args.length:
+        return {}
+    n_win = min(max(args.num, 32), val.numel() // args.length)
+    nll, ent = [], []
+    for k in range(n_win):
+        ids = val[k * args.length : (k + 1) * args.length].tolist()
+        nll.append(judge.nll(context, ids))
+        ent.append(unigram_entropy(ids))
+    return {"nll": mean_se(nll), "entropy": mean_se(ent), "windows": n_win}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=default_corpus())
+    ap.add_argument("--preset", default="tiny", help="model dims and optimiser (default tiny)")
+    ap.add_argument("--train-steps", type=int, default=800)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=0.0, help="peak lr (0: the preset's)")
+    ap.add_argument("--seq-len", type=int, default=0, help="model seq_len (0: prompt + length)")
+    ap.add_argument("--save-runs", metavar="PREFIX", help="keep the trained models as runs")
+    ap.add_argument("--mask-run", help="reuse this masked run instead of training one")
+    ap.add_argument("--ar-run", help="reuse this ar run as the judge instead of training one")
+    ap.add_argument("--uniform-run", help="reuse this uniform run (implies --with-uniform)")
+    ap.add_argument("--with-uniform", action="store_true", help="also the uniform process")
+    ap.add_argument(
+        "--uniform-steps", type=int, default=0, help="uniform sampler steps (0: length)"
+    )
+    ap.add_argument("--length", type=int, default=128, help="generated tokens per sample")
+    ap.add_argument("--num", type=int, default=8, help="samples (seeds) per setting")
+    ap.add_argument("--temperature", type=float, default=1.0)
+    ap.add_argument("--prompt", default="", help="fixed prefix (judged as context)")
+    ap.add_argument("--thresholds", default="0.9,0.7,0.5")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--examples", type=int, default=70, help="chars of one sample per setting")
+    ap.add_argument("--jobs", type=int, default=2, help="models trained at once (processes)")
+    ap.add_argument("--d-model", type=int, default=96, help="d_model (0: the preset's)")
+    ap.add_argument("--layers", type=int, default=3, help="n_layers (0: the preset's)")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--_train", help=argparse.SUPPRESS)
+    ap.add_argument("--_run-dir", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if MASK_MARKER.search(args.prompt):
+        ap.error("--prompt is a prefix here; [MASK] infill markers are not judged")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if args.uniform_run:
+        args.with_uniform = True
+    log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
+
+    if args._train:
+        train_child(args._train, args._run_dir, args, device)
+        return
+    if not args.seq_len:
+        args.seq_len = args.length + len(args.prompt)  # char tokens
+    t_start = time.perf_counter()
+    given = {"mask": args.mask_run, "ar": args.ar_run, "uniform": args.uniform_run}
+    kinds = ["mask", "ar", *(["uniform"] if args.with_uniform else [])]
+    with tempfile.TemporaryDirectory(prefix="ldlm-sampling-") as tmp:
+        trained = train_models([k for k in kinds if not given[k]], args, Path(tmp), log)
+        models = {}
+        for kind in kinds:
+            if given[kind]:
+                models[kind] = load_model(kind, given[kind], device)
+            else:
+                path, source = trained[kind]
+                models[kind] = load_model(kind, path, device, source)
+    t_train = time.perf_counter() - t_start
+    gen, judge_m, uni = models["mask"], models["ar"], models.get("uniform")
+
+    judge = Judge(judge_m, gen.tokenizer, device)
+    context = judge_m.tokenizer.encode(args.prompt) if args.prompt else []
+    n = args.length
+    settings = [Setting("low_confidence", f"steps {k}", steps=k) for k in (n, n // 2, n // 4)]
+    settings = [s for s in settings if s.steps >= 1]
+    for tau in (float(x) for x in args.thresholds.split(",") if x.strip()):
+        settings.append(Setting("threshold", f"tau {tau:g}", threshold=tau))
+    settings.append(Setting("random", f"steps {n}", steps=n))
+    # One warm-up generation so the first timed setting does not pay for lazy initialisation.
+    final_frame(
+        gen.model,
+        gen.process,
+        gen.tokenizer,
+        SampleConfig(length=n, steps=4, temperature=args.temperature),
+        args.prompt,
+        device=device,
+        max_len=gen.seq_len,
+    )
+    t0 = time.perf_counter()
+    for s in settings:
+        log(f"sampling {s.sampler} {s.label} ...")
+        run_setting(s, gen, judge, args, device, context)
+    uni_setting = None
+    if uni is not None:
+        steps = args.uniform_steps or n
+        uni_setting = Setting("uniform", f"steps {steps}", steps=steps)
+        uni_judge = Judge(judge_m, uni.tokenizer, device)
+        log("sampling uniform ...")
+        run_setting(uni_setting, uni, uni_judge, args, device, context)
+    t_sample = time.perf_counter() - t0
+    ref = real_text_reference(judge, args, context)
+
+    # The target: threshold vs one-token-per-call low_confidence.
+    base = settings[0]
+    base_nll = mean_se(base.nll)[0]
+    base_nfe = statistics.fmean(base.nfe)
+    thr = [s for s in settings if s.sampler == "threshold"]
+    cheap = [s for s in thr if statistics.fmean(s.nfe) <= base_nfe / 3]
+    best = (
+        min(cheap, key=lambda s: mean_se(s.nll)[0])
+        if cheap
+        else min(thr, key=lambda s: statistics.fmean(s.nfe))
+        if thr
+        else None
+    )
+
+    rows = []
+    for s in [*settings, *([uni_setting] if uni_setting else [])]:
+        nll, nll_se = mean_se(s.nll)
+        ent, ent_se = mean_se(s.entropy)
+        rows.append(
+            {
+                "sampler": s.sampler,
+                "setting": s.label,
+                "nfe": statistics.fmean(s.nfe),
+                "tokens_per_s": median(s.tokens_per_s),
+                "gen_nll": nll,
+                "gen_nll_se": nll_se,
+                "gen_ppl": math.exp(nll),
+                "gen_bits_per_token": nll / math.log(2),
+                "unigram_entropy_bits": ent,
+                "unigram_entropy_se": ent_se,
+                "example": s.texts[0] if s.texts else "",
+            }
+        )
+    target = None
+    if best is not None:
+        nll_b = mean_se(best.nll)[0]
+        nfe_b = statistics.fmean(best.nfe)
+        ok_nfe = nfe_b <= base_nfe / 3
+        ok_nll = nll_b <= 1.05 * base_nll
+        target = {
+            "setting": f"threshold {best.label}",
+            "nfe": nfe_b,
+            "nfe_ratio": nfe_b / base_nfe,
+            "gen_nll": nll_b,
+            "baseline_nfe": base_nfe,
+            "baseline_gen_nll": base_nll,
+            "nll_change": nll_b / base_nll - 1,
+            "entropy": mean_se(best.entropy)[0],
+            "baseline_entropy": mean_se(base.entropy)[0],
+            "pass": ok_nfe and ok_nll,
+        }
+    info = {
+        "machine": machine(),
+        "load_avg": os.getloadavg(),
+        "corpus": args.data,
+        "generator": gen.source,
+        "generator_val_bits_per_char_bound": gen.val_bits_per_char,
+        "judge": judge_m.source,
+        "judge_val_bits_per_char": judge_m.val_bits_per_char,
+        "uniform": uni.source if uni else None,
+        "length": n,
+        "num": args.num,
+        "temperature": args.temperature,
+        "prompt": args.prompt,
+        "train_s": t_train,
+        "sample_s": t_sample,
+    }
+    if args.json:
+        print(json.dumps({**info, "rows": rows, "real_text": ref, "target": target}, indent=2))
+        return
+
+    print(f"machine: {info['machine']}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in info['load_avg'])}")
+    print(f"corpus: {args.data}")
+    bpc = f", held-out ≤ {gen.val_bits_per_char:.3f} bits/char" if gen.val_bits_per_char else ""
+    print(f"masked model: {gen.source}{bpc}")
+    bpc = (
+        f", held-out {judge_m.val_bits_per_char:.3f} bits/char" if judge_m.val_bits_per_char else ""
+    )
+    print(f"ar judge:     {judge_m.source}{bpc}")
+    if uni is not None:
+        bpc = f", held-out ≤ {uni.val_bits_per_char:.3f} bits/char" if uni.val_bits_per_char else ""
+        print(f"uniform:      {uni.source}{bpc}")
+    print(
+        f"{n} generated tokens, {args.num} samples per setting, temperature "
+        f"{args.temperature:g}, prompt {args.prompt!r}; training {t_train:.0f} s, "
+        f"sampling + judging {t_sample:.0f} s"
+    )
+    print()
+    hdr = (
+        f"{'sampler':15} {'setting':10} {'NFE':>6} {'tokens/s':>9}  "
+        f"{'gen NLL nats/tok':>17} {'ppl':>6}  {'unigram H bits':>14}"
+    )
+    print(hdr)
+    print("-" * len(hdr))
+    for r in rows:
+        print(
+            f"{r['sampler']:15} {r['setting']:10} {r['nfe']:>6.1f} {r['tokens_per_s']:>9,.0f}  "
+            f"{r['gen_nll']:>9.3f} ± {r['gen_nll_se']:.3f} {r['gen_ppl']:>6.2f}  "
+            f"{r['unigram_entropy_bits']:>7.2f} ± {r['unigram_entropy_se']:.2f}"
+        )
+    if ref:
+        nll, se = ref["nll"]
+        ent, ent_se = ref["entropy"]
+        print(
+            f"{'real text':15} {'held-out':10} {'':>6} {'':>9}  {nll:>9.3f} ± {se:.3f} "
+            f"{math.exp(nll):>6.2f}  {ent:>7.2f} ± {ent_se:.2f}   ({ref['windows']} windows)"
+        )
+    print()
+    if args.examples:
+        print("first sample of each setting:")
+        for r in rows:
+            text = r["example"].replace("\n", "⏎")[: args.examples]
+            print(f"  {r['sampler'][:9]:9} {r['setting']:10} {text!r}")
+        print()
+    if target is None:
+        print("target: no threshold setting was measured")
+        return
+    verdict = "PASS" if target["pass"] else "FAIL"
+    print(
+        f"target (threshold ≤ 1/3 of the model calls of low_confidence steps {n}, gen NLL "
+        f"within 5%): {target['setting']}: {target['nfe']:.1f} calls vs "
+        f"{target['baseline_nfe']:.0f} ({target['nfe_ratio']:.2f}×), gen NLL "
+        f"{target['gen_nll']:.3f} vs {target['baseline_gen_nll']:.3f} "
+        f"({target['nll_change']:+.1%}); unigram H {target['entropy']:.2f} vs "
+        f"{target['baseline_entropy']:.2f} bits → {verdict}"
+    )
+    if target["entropy"] < 0.9 * target["baseline_entropy"]:
+        print("note: its samples' unigram entropy is >10% lower: check them for repetition")
+
+
+if __name__ == "__main__":
+    main()

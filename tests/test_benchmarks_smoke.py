@@ -1,0 +1,94 @@
+"""The benchmark scripts still run: each once, at its smallest settings, with ``--json``.
+
+They start together (most of each one's time is importing torch) and share the 40 KB test
+corpus; the figures are not checked, only that every script finishes and reports its fields.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import REPO, ldlm_env
+
+BENCH = REPO / "benchmarks"
+
+
+def commands(corpus: Path) -> dict[str, list[str]]:
+    c = str(corpus)
+    return {
+        "sampling": [
+            "sampling.py", "--data", c, "--train-steps", "3", "--batch", "4", "--d-model", "32",
+            "--layers", "1", "--length", "16",
+            "--num", "1", "--thresholds", "0.5", "--threads", "1", "--json",
+        ],
+        "memory": [
+            "memory.py", "--data", c, "--mb", "0.3", "--steps", "1", "--no-baseline", "--json",
+        ],
+        "tui_overhead": [
+            "tui_overhead.py", "--data", c, "--preset", "tiny", "--batch", "2", "--seq-len",
+            "16", "--max-steps", "60", "--seconds", "0.5", "--warmup", "0", "--presses", "2",
+            "--gap", "0", "--threads", "1", "--json",
+        ],
+    }  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def results(corpus_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    home = tmp_path_factory.mktemp("bench-home")
+    env = ldlm_env(home)
+    procs = {
+        name: subprocess.Popen(
+            [sys.executable, *args],
+            cwd=BENCH,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in commands(corpus_file).items()
+    }
+    out = {}
+    deadline = time.monotonic() + 150
+    for name, proc in procs.items():
+        try:
+            stdout, stderr = proc.communicate(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+        out[name] = (proc.returncode, stdout, stderr)
+    return out
+
+
+def _json(results: dict, name: str) -> dict:
+    rc, stdout, stderr = results[name]
+    assert rc == 0, f"{name} exited {rc}:\n{stderr[-3000:]}"
+    return json.loads(stdout)
+
+
+def test_sampling_benchmark_runs(results):
+    d = _json(results, "sampling")
+    samplers = {r["sampler"] for r in d["rows"]}
+    assert samplers == {"low_confidence", "threshold", "random"}
+    for r in d["rows"]:
+        assert r["nfe"] >= 1 and r["tokens_per_s"] > 0 and r["gen_nll"] > 0
+    assert d["rows"][0]["nfe"] == 16  # one token per model call
+    assert d["target"] is not None and isinstance(d["target"]["pass"], bool)
+
+
+def test_memory_benchmark_runs(results):
+    d = _json(results, "memory")
+    assert 0.29 < d["corpus_mb"] <= 0.3
+    assert d["peak_rss_mb"] > 10 and isinstance(d["pass"], bool)
+    assert [p["phase"] for p in d["phases"]["phases"]][-1] == "drop the text"
+
+
+def test_tui_overhead_benchmark_runs(results):
+    d = _json(results, "tui_overhead")
+    assert d["headless_tokens_per_s"] > 0 and d["app_tokens_per_s"] > 0
+    assert d["latency"]["presses"] == 2
