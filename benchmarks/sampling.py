@@ -1,15 +1,15 @@
 """Sampling: model calls, speed and quality of each sampler, judged by an autoregressive model.
 
-    python benchmarks/sampling.py [--train-steps 800] [--num 8] [--length 128] [--json]
+    python benchmarks/sampling.py [--train-steps 500] [--num 8] [--length 128] [--json]
     python benchmarks/sampling.py --mask-run NAME --ar-run NAME      (reuse trained runs)
 
 Trains (or loads) a masked diffusion model and an ``ar`` judge on the same corpus (tiny
 Shakespeare where the checkout has it): by default the ``tiny`` preset widened to d_model 96 and
-3 layers, seq_len = prompt + length, 800 steps of batch 32, char tokens, each model in its own
-process (``--jobs 2``: both at once, one torch thread each; about 4 minutes on 2 free AVX2
+3 layers, seq_len = prompt + length, 500 steps of batch 32, char tokens, each model in its own
+process (``--jobs 2``: both at once, one torch thread each; 3-5 minutes on 2 shared AVX2
 cores). ``--save-runs PREFIX`` keeps them as runs for ``--mask-run``/``--ar-run``. Then it
-generates ``--length`` tokens ``--num`` times (one
-seed each, temperature 1 by default) with every sampler setting:
+generates ``--length`` tokens ``--num`` times (one seed each, temperature 1 by default) with
+every sampler setting:
 
 * ``low_confidence`` with ``length``, ``length/2`` and ``length/4`` steps (one, two, four tokens
   per model call), ``random`` with ``length`` steps, ``threshold`` at tau 0.9, 0.7, 0.5, and the
@@ -272,7 +272,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=default_corpus())
     ap.add_argument("--preset", default="tiny", help="model dims and optimiser (default tiny)")
-    ap.add_argument("--train-steps", type=int, default=800)
+    ap.add_argument("--train-steps", type=int, default=500)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=0.0, help="peak lr (0: the preset's)")
     ap.add_argument("--seq-len", type=int, default=0, help="model seq_len (0: prompt + length)")

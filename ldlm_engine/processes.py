@@ -25,10 +25,21 @@ from .config import ProcessConfig
 from .model import DiffusionTransformer
 
 
+def _gen_device(generator: torch.Generator | None) -> torch.device:
+    return generator.device if generator is not None else torch.device("cpu")
+
+
+def rand(shape, generator: torch.Generator | None, device) -> torch.Tensor:
+    """Uniform noise drawn where the generator lives (on the GPU when training there, so no
+    host-to-device copy stalls the step), then moved to ``device`` if it differs."""
+    return torch.rand(shape, generator=generator, device=_gen_device(generator)).to(device)
+
+
 def stratified_uniform(n: int, generator: torch.Generator | None, device=None) -> torch.Tensor:
     """n numbers in [0, 1), one in each of n equal strata, in random order (antithetic draws)."""
-    u0 = torch.rand((), generator=generator)
-    perm = torch.randperm(n, generator=generator)
+    gdev = _gen_device(generator)
+    u0 = torch.rand((), generator=generator, device=gdev)
+    perm = torch.randperm(n, generator=generator, device=gdev)
     return ((u0 + perm.double()) / n).float().to(device)
 
 
@@ -57,7 +68,7 @@ class NoiseProcess:
     def draw_u(self, batch: int, generator: torch.Generator | None, device) -> torch.Tensor:
         if self.cfg.antithetic:
             return stratified_uniform(batch, generator, device)
-        return torch.rand(batch, generator=generator).to(device)
+        return rand(batch, generator, device)
 
     def loss(self, model, x0: torch.Tensor, generator: torch.Generator | None = None):
         raise NotImplementedError
@@ -77,7 +88,7 @@ class MaskedProcess(NoiseProcess):
 
     def corrupt(self, x0: torch.Tensor, t: torch.Tensor, generator=None):
         """Mask each token independently with probability t (per row); returns (xt, mask)."""
-        r = torch.rand(x0.shape, generator=generator).to(x0.device)
+        r = rand(x0.shape, generator, x0.device)
         mask = r < t[:, None]
         return x0.masked_fill(mask, self.mask_id), mask
 
@@ -101,7 +112,7 @@ class MaskedProcess(NoiseProcess):
         """
         length = x0.shape[1]
         k = (u * length).long().clamp(0, length - 1) + 1  # [B] in 1..L
-        scores = torch.rand(x0.shape, generator=generator).to(x0.device)
+        scores = rand(x0.shape, generator, x0.device)
         ranks = scores.argsort(dim=1).argsort(dim=1)
         mask = ranks < k[:, None]
         xt = x0.masked_fill(mask, self.mask_id)
@@ -138,13 +149,13 @@ class UniformProcess(NoiseProcess):
         return (1.0 - self.alpha_bar[i.cpu()]).float().to(i.device)
 
     def random_tokens(self, shape, generator, device) -> torch.Tensor:
-        idx = torch.randint(self.K, shape, generator=generator)
-        return self.allowed_ids[idx].to(device)
+        idx = torch.randint(self.K, shape, generator=generator, device=_gen_device(generator))
+        return self.allowed_ids.to(idx.device)[idx].to(device)
 
     def corrupt(self, x0: torch.Tensor, i: torch.Tensor, generator=None):
         """Replace each token with a random allowed token with probability p(i) (per row)."""
         p = self.replace_prob(i)
-        r = torch.rand(x0.shape, generator=generator).to(x0.device)
+        r = rand(x0.shape, generator, x0.device)
         replace = r < p[:, None]
         noise = self.random_tokens(x0.shape, generator, x0.device)
         return torch.where(replace, noise, x0), replace

@@ -272,7 +272,9 @@ class Trainer:
             world_size=self.world_size,
         )
         self.total_steps = self._plan_steps()
-        self.noise_gen = torch.Generator().manual_seed(t.seed * 1_000_003 + 17 + self.rank)
+        self.noise_gen = torch.Generator(self.device).manual_seed(
+            t.seed * 1_000_003 + 17 + self.rank
+        )
         torch.manual_seed(t.seed + 1 + self.rank)  # dropout differs per rank
         self.eval_set = eval_windows(self.splits.val, cfg.model.seq_len, t.eval_tokens)
         self.chars_per_token = self.splits.val_chars / max(1, self.splits.val_tokens)
@@ -353,7 +355,10 @@ class Trainer:
         self.step = ck.step
         self.batcher.load_state_dict(ck.meta["data_position"])
         torch.set_rng_state(ck.extra_tensors["rng_torch"])
-        self.noise_gen.set_state(ck.extra_tensors["rng_noise"])
+        try:
+            self.noise_gen.set_state(ck.extra_tensors["rng_noise"])
+        except RuntimeError:  # resumed on another kind of device: continue, not bit-exact
+            self.noise_gen.manual_seed(self.cfg.train.seed * 1_000_003 + 17 + self.step)
         if "rng_cuda" in ck.extra_tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(ck.extra_tensors["rng_cuda"], self.device)
         self.elapsed_before = float(ck.meta.get("elapsed_s", 0.0))

@@ -1,0 +1,61 @@
+"""Regenerate the README's screenshots (SVG) of each pane from a real, short training.
+
+    LDLM_HOME=$(mktemp -d) python docs/make_screenshots.py
+
+Trains a `tiny` model on the built-in corpus from the Train pane, captures it, generates from
+the result in the Generate pane, and captures the Runs pane. Takes a minute or two on a CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from ldlm_tui.app import LdlmApp
+from ldlm_tui.screens.generate import GeneratePane
+
+OUT = Path(__file__).resolve().parent / "screenshots"
+SIZE = (110, 34)
+
+
+async def wait_for(pilot, cond, timeout: float = 600.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the app did not get there in time")
+        await pilot.pause(0.2)
+
+
+async def main() -> None:
+    OUT.mkdir(exist_ok=True)
+    app = LdlmApp()
+    async with app.run_test(size=SIZE) as pilot:
+        pane = app.train_pane
+        from textual.widgets import Input
+
+        for fid, value in {"max-steps": "600", "sample-every": "150"}.items():
+            pane.query_one(f"#{fid}", Input).value = value
+        await pilot.press("escape", "s")
+        await wait_for(pilot, lambda: app.trainer is not None and app.trainer.step >= 450)
+        await pilot.pause(0.5)
+        app.save_screenshot(str(OUT / "train.svg"))
+        await wait_for(pilot, lambda: not app.training)
+        run = pane.run_name
+        await pilot.press("g")
+        gen = app.query_one(GeneratePane)
+        gen.set_run(run)
+        await pilot.pause(0.2)
+        gen.query_one("#gen-prompt", Input).value = "The [MASK*24] statement"
+        gen.generate()
+        await wait_for(pilot, lambda: gen.frames and gen.frames[-1].done)
+        await pilot.press("home", "right", "right", "right", "right", "right", "right")
+        await pilot.pause(0.3)
+        app.save_screenshot(str(OUT / "generate.svg"))
+        await pilot.press("r")
+        await pilot.pause(2.5)
+        app.save_screenshot(str(OUT / "runs.svg"))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
