@@ -32,8 +32,10 @@ async def main() -> None:
     app = LdlmApp()
     async with app.run_test(size=SIZE) as pilot:
         pane = app.train_pane
-        from textual.widgets import Input
+        from textual.widgets import Input, Select
 
+        pane.query_one("#preset", Select).value = "tiny"
+        await pilot.pause(0.3)
         for fid, value in {"max-steps": "600", "sample-every": "150"}.items():
             pane.query_one(f"#{fid}", Input).value = value
         await pilot.press("escape", "s")

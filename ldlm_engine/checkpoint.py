@@ -45,6 +45,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import CheckpointError
 from .fileio import TMP_PREFIX, atomic_write_bytes, atomic_write_text, fsync_dir, fsync_file
+from .runs import pid_alive
 
 FORMAT_VERSION = 1
 MODEL_FILE = "model.safetensors"
@@ -233,20 +234,6 @@ def _ldlm_version() -> str:
         return version("ldlm")
     except Exception:  # not installed (running from a source tree)
         return "unknown"
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- save
@@ -538,7 +525,7 @@ def prune_checkpoints(checkpoints_dir: Path, keep: int) -> list[Path]:
         # Folders: .tmp-[old-]<name>-<pid>; files (atomic writes): .tmp-<name>-<pid>-<ns>.
         m = re.search(r"-(\d+)$" if p.is_dir() else r"-(\d+)-\d+$", p.name)
         pid = int(m.group(1)) if m else -1
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or pid_alive(pid):
             continue
         if p.is_dir():
             shutil.rmtree(p, ignore_errors=True)

@@ -108,6 +108,8 @@ class TrainConfig:
     sample_every: int = 250
     sample_every_epochs: int = 0
     sample_length: int = 64
+    # Periodic samples: greedy decoding of a young masked model gives only spaces.
+    sample_temperature: float = 1.0
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     compile: bool = False
@@ -302,6 +304,7 @@ def validate(cfg: RunConfig) -> None:
     _check(t.eval_tokens >= 1, "train.eval_tokens must be >= 1")
     _check(1 <= t.eval_samples <= 1000, "train.eval_samples must be in 1..1000")
     _check(1 <= t.sample_length <= MAX_SEQ_LEN, "train.sample_length is out of range")
+    _check(t.sample_temperature >= 0, "train.sample_temperature must be >= 0")
     _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be at least 1")
     _check(s.sampler == "auto" or s.sampler in SAMPLERS, f"unknown sampler {s.sampler!r}")
     _check(1 <= s.length <= MAX_SEQ_LEN, f"sample.length must be in 1..{MAX_SEQ_LEN}")

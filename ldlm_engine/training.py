@@ -384,6 +384,7 @@ class Trainer:
         sc = SampleConfig(**{**vars(self.cfg.sample)})
         sc.length = min(self.cfg.train.sample_length, self.cfg.model.seq_len)
         sc.seed = self.step
+        sc.temperature = self.cfg.train.sample_temperature
         with self._amp():
             frame = final_frame(self.model, self.process, self.tokenizer, sc, device=self.device)
         return SampleEvent(step=self.step, text=self.tokenizer.decode(frame.tokens), nfe=frame.nfe)
