@@ -517,7 +517,8 @@ class Trainer:
             if self.run_dir is not None and self.is_main:
                 self.run_dir.heartbeat(self.step)
             due_ckpt = bool(t.checkpoint_every and self.step % t.checkpoint_every == 0)
-            if self.step % max(1, t.log_every) == 0 or self.step == self.total_steps or due_ckpt:
+            due_log = self.step % max(1, t.log_every) == 0 or self.step == self.total_steps
+            if due_log or due_ckpt:  # never log or checkpoint without checking for NaN/inf
                 mean_loss = float(window_loss) / window_n
                 norm = float(grad_norm)
                 if not (math.isfinite(mean_loss) and math.isfinite(norm)):
@@ -527,6 +528,7 @@ class Trainer:
                     )
                     self._status("failed", msg)
                     return "failed"
+            if due_log:
                 now = time.perf_counter()
                 self.emit(
                     StepEvent(
