@@ -369,15 +369,15 @@ def _preset_tiny() -> RunConfig:
         train=TrainConfig(
             batch_size=16,
             lr=3e-3,
-            warmup_steps=20,
-            max_steps=300,
+            warmup_steps=100,
+            max_steps=3000,  # about 1-2 minutes on 2 CPU cores
             precision="fp32",
             log_every=10,
-            eval_every=100,
+            eval_every=500,
             eval_tokens=4096,
-            sample_every=100,
-            sample_length=48,
-            checkpoint_every=100,
+            sample_every=500,
+            sample_length=64,
+            checkpoint_every=500,
         ),
         sample=SampleConfig(length=48),
     )

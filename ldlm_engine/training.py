@@ -381,7 +381,15 @@ class Trainer:
         return est
 
     def sample(self) -> SampleEvent:
+        """A periodic sample, drawn with the process's faithful ancestral sampler.
+
+        For the masked process that is random-order unmasking (MDLM's reverse process), not
+        confidence-ordered decoding: a young model is most confident about spaces, and
+        revealing those first feeds back into a sequence of nothing but spaces, which would
+        hide what the model has actually learned.
+        """
         sc = SampleConfig(**{**vars(self.cfg.sample)})
+        sc.sampler = "random" if self.process.kind == "mask" else "auto"
         sc.length = min(self.cfg.train.sample_length, self.cfg.model.seq_len)
         sc.seed = self.step
         sc.temperature = self.cfg.train.sample_temperature
