@@ -12,6 +12,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from textual.widgets import Input, Select
+
 from ldlm_tui.app import LdlmApp
 from ldlm_tui.screens.generate import GeneratePane
 
@@ -32,14 +34,13 @@ async def main() -> None:
     app = LdlmApp()
     async with app.run_test(size=SIZE) as pilot:
         pane = app.train_pane
-        from textual.widgets import Input, Select
 
         pane.query_one("#preset", Select).value = "tiny"
         await pilot.pause(0.3)
-        for fid, value in {"max-steps": "600", "sample-every": "150"}.items():
+        for fid, value in {"max-steps": "3000", "sample-every": "500"}.items():
             pane.query_one(f"#{fid}", Input).value = value
         await pilot.press("escape", "s")
-        await wait_for(pilot, lambda: app.trainer is not None and app.trainer.step >= 450)
+        await wait_for(pilot, lambda: app.trainer is not None and app.trainer.step >= 2600)
         await pilot.pause(0.5)
         app.save_screenshot(str(OUT / "train.svg"))
         await wait_for(pilot, lambda: not app.training)
@@ -49,6 +50,8 @@ async def main() -> None:
         gen.set_run(run)
         await pilot.pause(0.2)
         gen.query_one("#gen-prompt", Input).value = "The [MASK*24] statement"
+        gen.query_one("#gen-sampler", Select).value = "random"
+        gen.query_one("#gen-temperature", Input).value = "0.8"
         gen.generate()
         await wait_for(pilot, lambda: gen.frames and gen.frames[-1].done)
         await pilot.press("home", "right", "right", "right", "right", "right", "right")
