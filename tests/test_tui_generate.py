@@ -278,11 +278,12 @@ def test_render_word_tokens() -> None:
     assert render_frame(frame, tok).plain == f"the fox {MASK_GLYPH}.↵\nthe dog"
 
 
-def test_snapshot_hand_built_frame(snap_compare) -> None:
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_snapshot_hand_built_frame(snap_compare, size) -> None:
     async def before(pilot) -> None:
         pane = pilot.app.query_one(GeneratePane)
         pane.load_frames(_frames(), _CharTok(), times=[0.0, 0.05])
         pane.query_one(DenoiseView).focus()  # as after Enter; and no blinking cursor
         await pilot.pause()
 
-    assert snap_compare(Host(), terminal_size=(80, 24), run_before=before)
+    assert snap_compare(Host(), terminal_size=size, run_before=before)
