@@ -37,10 +37,10 @@ async def main() -> None:
 
         pane.query_one("#preset", Select).value = "tiny"
         await pilot.pause(0.3)
-        for fid, value in {"max-steps": "3000", "sample-every": "500"}.items():
+        for fid, value in {"max-steps": "2000", "sample-every": "500"}.items():
             pane.query_one(f"#{fid}", Input).value = value
         await pilot.press("escape", "s")
-        await wait_for(pilot, lambda: app.trainer is not None and app.trainer.step >= 2600)
+        await wait_for(pilot, lambda: app.trainer is not None and app.trainer.step >= 1700)
         await pilot.pause(0.5)
         app.save_screenshot(str(OUT / "train.svg"))
         await wait_for(pilot, lambda: not app.training)
@@ -49,7 +49,7 @@ async def main() -> None:
         gen = app.query_one(GeneratePane)
         gen.set_run(run)
         await pilot.pause(0.2)
-        gen.query_one("#gen-prompt", Input).value = "The [MASK*24] statement"
+        gen.query_one("#gen-prompt", Input).value = "The [MASK*12] statement"
         gen.query_one("#gen-sampler", Select).value = "random"
         gen.query_one("#gen-temperature", Input).value = "0.8"
         gen.generate()

@@ -184,7 +184,7 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 # Small but real: seq_len 72 leaves room for a 4-char prompt plus 64 generated tokens.
 DEMO_STEPS = 30
 TRAIN_FLAGS = (
-    "--preset", "tiny", "--seq-len", "72", "--batch-size", "4",
+    "--preset", "tiny", "--tokenizer", "char", "--seq-len", "72", "--batch-size", "4",
     "--eval-every", "15", "--sample-every", "15", "--checkpoint-every", "15",
 )  # fmt: skip
 

@@ -17,6 +17,7 @@ TEXT = (
 def tiny_config(process: str = "mask", **train) -> RunConfig:
     """A model small enough to train for a few steps in a test, on the test text."""
     cfg = get_preset("tiny")
+    cfg.data.tokenizer = "char"
     cfg.model.d_model, cfg.model.n_heads, cfg.model.n_layers, cfg.model.d_ff = 32, 2, 1, 64
     cfg.model.seq_len = 32
     cfg.process.kind = process

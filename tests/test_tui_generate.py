@@ -26,6 +26,7 @@ SEQ_LEN = 32
 def run_path(tmp_path_factory: pytest.TempPathFactory):
     home = tmp_path_factory.mktemp("ldlm_home")
     cfg = get_preset("tiny")
+    cfg.data.tokenizer = "char"
     cfg.data.source = "synthetic"
     cfg.model.seq_len = SEQ_LEN
     cfg.model.d_model = 32
