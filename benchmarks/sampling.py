@@ -163,7 +163,7 @@ def load_model(kind: str, name: str, device: torch.device, source: str = "") -> 
     lr = load_run(name, device=device.type)
     if lr.config.process.kind != kind:
         raise SystemExit(f"run {name} is a {lr.config.process.kind!r} model, not {kind!r}")
-    val = prepare_data(lr.config, lr.tokenizer).splits.val
+    val = prepare_data(lr.config, lr.tokenizer)[1].val
     evals = [e for e in lr.run.read_metrics() if e.get("event") == "eval"]
     bpc = evals[-1].get("val_bits_per_char") if evals else None
     return Model(

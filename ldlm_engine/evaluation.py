@@ -93,10 +93,9 @@ def estimate_nll(
     total = float(mean_w.sum()) / (n * length)
     if process.exact:
         stderr = 0.0
-    else:
-        # Spread of the individual draws around each window's mean, pooled over windows.
-        var_draw = (sq / draws - mean_w**2).clamp_min(0).sum() / max(1, n * draws - n)
-        stderr = math.sqrt(float(var_draw) / (n * draws)) / length if draws > 1 else 0.0
-        if draws == 1 and n > 1:
-            stderr = float(mean_w.std()) / math.sqrt(n) / length
+    elif draws > 1:  # spread of the draws around each window's mean, pooled over windows
+        var_draw = (sq / draws - mean_w**2).clamp_min(0).sum() / (n * draws - n)
+        stderr = math.sqrt(float(var_draw) / (n * draws)) / length
+    else:  # one draw per window: the spread across windows bounds the noise from above
+        stderr = float(mean_w.std()) / math.sqrt(n) / length if n > 1 else 0.0
     return BoundEstimate(total, stderr, n * length, chars_per_token, process.exact)

@@ -9,7 +9,9 @@ import torch
 
 from .checkpoint import check_compatible, load_checkpoint
 from .config import RunConfig
-from .errors import CheckpointError
+from .corpora import load_corpus
+from .data import encode_corpus, eval_windows
+from .errors import CheckpointError, DataError
 from .evaluation import BoundEstimate, estimate_nll
 from .model import DiffusionTransformer
 from .processes import NoiseProcess
@@ -69,22 +71,17 @@ def evaluate_run(
     seed: int = 0,
 ) -> BoundEstimate:
     """Held-out bits/char of a run: its own validation split, or all of another file."""
-    from .corpora import load_corpus
-    from .data import encode_corpus, eval_windows
-
     cfg = loaded.config
     seq_len = cfg.model.seq_len
     max_tokens = max_tokens or max(cfg.train.eval_tokens, 65_536)
     if data is None:
-        splits = prepare_data(cfg, loaded.tokenizer).splits
+        _, splits = prepare_data(cfg, loaded.tokenizer)
         val, chars = splits.val, splits.val_chars
     else:
         text = load_corpus(data).text
         val = encode_corpus(loaded.tokenizer, text)
         chars = len(text)
         if val.numel() < seq_len:
-            from .errors import DataError
-
             raise DataError(
                 f"{data} is shorter than one sequence ({val.numel()} < {seq_len} tokens)"
             )

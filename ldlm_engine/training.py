@@ -21,13 +21,13 @@ events.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
 import torch
 
@@ -38,7 +38,7 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .config import RunConfig, SampleConfig
+from .config import RunConfig
 from .corpora import load_corpus
 from .data import Batcher, TokenSplits, encode_corpus, eval_windows, split_train_val
 from .errors import CheckpointError, ConfigError, RunError
@@ -124,21 +124,12 @@ def lr_at(step: int, cfg, total_steps: int) -> float:
     return floor + (cfg.lr - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-@dataclass
-class Prepared:
-    """Everything built from a config before the first step (shared with eval/generate)."""
-
-    tokenizer: Tokenizer
-    splits: TokenSplits
-    corpus_name: str
-
-
-def prepare_data(cfg: RunConfig, tokenizer: Tokenizer | None = None, text: str | None = None):
+def prepare_data(
+    cfg: RunConfig, tokenizer: Tokenizer | None = None, text: str | None = None
+) -> tuple[Tokenizer, TokenSplits]:
     """Load the corpus, build (or reuse) the tokenizer, encode and split."""
-    corpus_name = cfg.data.source
     if text is None:
-        corpus = load_corpus(cfg.data.source)
-        text, corpus_name = corpus.text, corpus.name
+        text = load_corpus(cfg.data.source).text
     if tokenizer is None:
         tokenizer = build_tokenizer(
             cfg.data.tokenizer,
@@ -147,8 +138,7 @@ def prepare_data(cfg: RunConfig, tokenizer: Tokenizer | None = None, text: str |
             min_count=cfg.data.word_min_count,
         )
     ids = encode_corpus(tokenizer, text)
-    splits = split_train_val(ids, len(text), cfg.data.val_fraction, cfg.model.seq_len)
-    return Prepared(tokenizer, splits, corpus_name)
+    return tokenizer, split_train_val(ids, len(text), cfg.data.val_fraction, cfg.model.seq_len)
 
 
 def build_model(cfg: RunConfig, tokenizer: Tokenizer) -> tuple[DiffusionTransformer, NoiseProcess]:
@@ -244,9 +234,7 @@ class Trainer:
         tok = None
         if self.resume and self.run_dir is not None:
             tok = load_tokenizer(self.run_dir.path_of(TOKENIZER_FILE))
-        prepared = prepare_data(cfg, tok, self._text)
-        self.tokenizer = prepared.tokenizer
-        self.splits = prepared.splits
+        self.tokenizer, self.splits = prepare_data(cfg, tok, self._text)
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every rerun
         self.model, self.process = build_model(cfg, self.tokenizer)
         self.model.to(self.device)
@@ -388,11 +376,13 @@ class Trainer:
         revealing those first feeds back into a sequence of nothing but spaces, which would
         hide what the model has actually learned.
         """
-        sc = SampleConfig(**{**vars(self.cfg.sample)})
-        sc.sampler = "random" if self.process.kind == "mask" else "auto"
-        sc.length = min(self.cfg.train.sample_length, self.cfg.model.seq_len)
-        sc.seed = self.step
-        sc.temperature = self.cfg.train.sample_temperature
+        sc = dataclasses.replace(
+            self.cfg.sample,
+            sampler="random" if self.process.kind == "mask" else "auto",
+            length=min(self.cfg.train.sample_length, self.cfg.model.seq_len),
+            seed=self.step,
+            temperature=self.cfg.train.sample_temperature,
+        )
         with self._amp():
             frame = final_frame(self.model, self.process, self.tokenizer, sc, device=self.device)
         return SampleEvent(step=self.step, text=self.tokenizer.decode(frame.tokens), nfe=frame.nfe)

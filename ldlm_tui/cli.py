@@ -1159,7 +1159,7 @@ def data_inspect(
         )
         row: dict[str, Any] = {"vocab_size": tok.vocab_size}
         try:
-            splits = E.prepare_data(cfg, tok, text).splits
+            _, splits = E.prepare_data(cfg, tok, text)
             n = int(splits.train.numel() + splits.val.numel())
             row.update(
                 tokens=n,
