@@ -16,9 +16,28 @@ import argparse
 import json
 import time
 
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
+
 from common import default_corpus, machine
 
 from ldlm_engine import RunDir, Trainer, adapt_process, evaluate_run, get_preset, load_run
+from ldlm_engine.config import apply_overrides
+
+
+def parse_setting(item: str) -> dict:
+    """``model.d_model=192`` → ``{"model": {"d_model": 192}}``; values read as TOML literals."""
+    key, sep, value = item.partition("=")
+    section, dot, name = key.partition(".")
+    if not sep or not dot:
+        raise SystemExit(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+    try:
+        parsed = tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        parsed = value  # a bare word such as cosine
+    return {section: {name: parsed}}
 
 
 def calibrate(cfg, steps: int = 8) -> float:
@@ -41,6 +60,9 @@ def train_one(process: str, minutes: float, data: str, args) -> dict:
     cfg.data.source = data
     if args.batch:
         cfg.train.batch_size = args.batch
+    for item in args.set:
+        apply_overrides(cfg, parse_setting(item))
+    cfg.validate()
     sec = calibrate(cfg)
     steps = max(20, int(minutes * 60 / sec))
     cfg.train.max_steps = steps
@@ -103,6 +125,13 @@ def main() -> None:
     ap.add_argument("--processes", default="ar,mask,uniform")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override one recipe setting, e.g. --set model.d_model=192 (repeatable)",
+    )
     ap.add_argument("--data", default=default_corpus())
     ap.add_argument("--eval-tokens", type=int, default=65_536)
     ap.add_argument("--eval-samples", type=int, default=8)

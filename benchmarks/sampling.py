@@ -233,6 +233,7 @@ def run_setting(s: Setting, gen: Model, judge: Judge, args, device, context: lis
             steps=s.steps,
             temperature=args.temperature,
             threshold=s.threshold,
+            block_length=args.block_length if s.sampler != "uniform" else 0,
             seed=args.seed * 1000 + i,
         )
         t0 = time.perf_counter()
@@ -289,6 +290,12 @@ def main() -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--prompt", default="", help="fixed prefix (judged as context)")
     ap.add_argument("--thresholds", default="0.9,0.7,0.5")
+    ap.add_argument(
+        "--block-length",
+        type=int,
+        default=0,
+        help="semi-autoregressive blocks for every masked sampler (0: one block)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (0: torch's default)")
     ap.add_argument("--device", default="cpu")

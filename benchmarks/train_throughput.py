@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from common import default_corpus, machine, matmul_peak, median, model_flops_per_token
 from torch import nn
 
-from ldlm_engine import Trainer, get_preset, load_corpus
+from ldlm_engine import ModelConfig, Trainer, get_preset, load_corpus
 
 
 class RefBlock(nn.Module):
@@ -83,7 +83,8 @@ def reference_tokens_per_s(ids, vocab, mask_id, steps, batch, seq, device) -> fl
 
 
 def engine_tokens_per_s(corpus, precision, steps, batch, device, compile_=False):
-    cfg = get_preset("default")
+    cfg = get_preset("default")  # its optimiser and loss, at the seed's dimensions
+    cfg.model = ModelConfig(d_model=256, n_heads=8, n_layers=6, d_ff=1024, seq_len=128)
     cfg.data.source = corpus
     cfg.train.batch_size = batch
     cfg.train.precision = precision

@@ -33,7 +33,7 @@ from ..messages import (
     TrainStep,
 )
 from ..widgets.loss_chart import LossChart
-from ..widgets.stats import TrainStats
+from ..widgets.stats import REFRESH_S, TrainStats
 
 PROCESSES = (("mask (LLaDA)", "mask"), ("uniform (seed)", "uniform"), ("ar baseline", "ar"))
 DEFAULT_PRESET = "default"
@@ -122,6 +122,16 @@ class TrainPane(Vertical):
         self.initial_corpus = data or "builtin"
         self.run_name = ""
         self.samples = 0
+        self._progress: tuple[int, int] | None = None  # shown by a timer, not per step
+
+    def on_mount(self) -> None:
+        self.set_interval(REFRESH_S, self._show_progress)
+
+    def _show_progress(self) -> None:
+        if self._progress is not None:
+            total, step = self._progress
+            self._progress = None
+            self.query_one(ProgressBar).update(total=total, progress=step)
 
     def compose(self) -> ComposeResult:
         values = preset_values(DEFAULT_PRESET)
@@ -218,6 +228,7 @@ class TrainPane(Vertical):
         self.query_one(TrainStats).reset(run, state)
         self.query_one("#samples", RichLog).clear()
         self.query_one(ProgressBar).update(total=100, progress=0)
+        self._progress = None
         self.samples = 0
 
     def ingest(self, msg: TrainMessage) -> None:
@@ -240,9 +251,8 @@ class TrainPane(Vertical):
                 msg.elapsed_s,
                 msg.peak_mem_mb,
             )
-            bar = self.query_one(ProgressBar)
             if msg.total_steps:
-                bar.update(total=msg.total_steps, progress=msg.step)
+                self._progress = (msg.total_steps, msg.step)
         elif isinstance(msg, TrainEval):
             chart.add_val(msg.step, msg.val_loss)
             stats.update_eval(msg.val_bits_per_char, msg.exact)

@@ -1,6 +1,6 @@
 """The live loss chart: train loss (raw and EMA-smoothed) and validation loss on one axis.
 
-Points are collected as they arrive and drawn by a 4 Hz timer only when something changed, so
+Points are collected as they arrive and drawn by a 1 Hz timer only when something changed, so
 a fast trainer posting hundreds of steps a second costs the UI (and the GIL the trainer
 shares) a handful of redraws. Validation is plotted as ``val_loss`` (nats/token), the same
 unit as the training loss, so the two curves are comparable; bits/char is in the stats.
@@ -13,6 +13,7 @@ import math
 from textual_plotext import PlotextPlot
 
 EMA_ALPHA = 0.1
+REDRAW_S = 1.0  # plotext rebuilds the whole figure: once a second is live enough for a curve
 MAX_POINTS = 400  # per series after downsampling; a terminal has fewer columns than this
 
 
@@ -43,7 +44,7 @@ class LossChart(PlotextPlot):
 
     def on_mount(self) -> None:
         super().on_mount()
-        self.set_interval(0.25, self.redraw_if_dirty)
+        self.set_interval(REDRAW_S, self.redraw_if_dirty)
         self.redraw()
 
     # ------------------------------------------------------------------ data

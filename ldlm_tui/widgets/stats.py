@@ -13,6 +13,10 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+# Live numbers repaint twice a second: each repaint holds the GIL the trainer thread needs, and
+# a faster counter is not easier to read.
+REFRESH_S = 0.5
+
 
 def fmt_duration(seconds: float | None) -> str:
     """``1h02m``, ``3m05s``, ``12s``; ``-`` when unknown."""
@@ -62,7 +66,7 @@ class TrainStats(Static):
         self.dirty = True
 
     def on_mount(self) -> None:
-        self.set_interval(0.25, self.redraw_if_dirty)
+        self.set_interval(REFRESH_S, self.redraw_if_dirty)
         self.redraw()
 
     def set_state(self, state: str, message: str = "") -> None:
