@@ -40,7 +40,7 @@ def parse_setting(item: str) -> dict:
     return {section: {name: parsed}}
 
 
-def calibrate(cfg, steps: int = 8) -> float:
+def calibrate(cfg, steps: int = 20) -> float:
     """Seconds per optimizer step of this config on this machine (after warm-up)."""
     c = cfg.copy()
     c.train.max_steps = steps + 3
@@ -145,12 +145,15 @@ def main() -> None:
         print(f"machine: {machine()}")
         print(f"data: {args.data}; preset {args.preset}; {args.minutes:g} minutes per process")
         ar = next((r for r in results if r["process"] == "ar"), None)
-        print(f"{'process':8} {'steps':>6} {'s/step':>7} {'bits/char':>14} {'× ar':>6}")
+        print(
+            f"{'process':8} {'steps':>6} {'s/step':>7} {'minutes':>7} {'bits/char':>14} {'× ar':>6}"
+        )
         for r in results:
             rel = f"{r['val_bits_per_char'] / ar['val_bits_per_char']:.2f}" if ar else "-"
             sign = "=" if r["exact"] else "≤"
             print(
                 f"{r['process']:8} {r['steps']:>6} {r['sec_per_step']:>7.2f} "
+                f"{r['train_minutes']:>7.1f} "
                 f"{sign} {r['val_bits_per_char']:.3f} ±{r['stderr']:.3f} {rel:>6}"
             )
     if args.plot and not plot(results, args.plot):
