@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 
 try:
@@ -23,8 +24,17 @@ except ModuleNotFoundError:  # Python 3.10
 
 from common import default_corpus, machine
 
-from ldlm_engine import RunDir, Trainer, adapt_process, evaluate_run, get_preset, load_run
+from ldlm_engine import (
+    RunConfig,
+    RunDir,
+    Trainer,
+    adapt_process,
+    evaluate_run,
+    get_preset,
+    load_run,
+)
 from ldlm_engine.config import apply_overrides
+from ldlm_engine.errors import ConfigError
 
 
 def parse_setting(item: str) -> dict:
@@ -32,7 +42,7 @@ def parse_setting(item: str) -> dict:
     key, sep, value = item.partition("=")
     section, dot, name = key.partition(".")
     if not sep or not dot:
-        raise SystemExit(f"--set expects SECTION.KEY=VALUE, got {item!r}")
+        raise ConfigError(f"--set expects SECTION.KEY=VALUE, got {item!r}")
     try:
         parsed = tomllib.loads(f"v = {value}")["v"]
     except tomllib.TOMLDecodeError:
@@ -55,14 +65,19 @@ def calibrate(cfg, steps: int = 20) -> float:
     return (times[-1] - times[2]) / (len(times) - 3)
 
 
-def train_one(process: str, minutes: float, data: str, args) -> dict:
+def recipe(process: str, data: str, args) -> RunConfig:
+    """The preset for one process with the command line's overrides, validated."""
     cfg = adapt_process(get_preset(args.preset), process)
     cfg.data.source = data
     if args.batch:
         cfg.train.batch_size = args.batch
     for item in args.set:
         apply_overrides(cfg, parse_setting(item))
-    cfg.validate()
+    return cfg.validate()
+
+
+def train_one(process: str, minutes: float, data: str, args) -> dict:
+    cfg = recipe(process, data, args)
     sec = calibrate(cfg)
     steps = max(20, int(minutes * 60 / sec))
     cfg.train.max_steps = steps
@@ -138,7 +153,14 @@ def main() -> None:
     ap.add_argument("--plot", default="", help="PNG path for the loss-vs-time plot")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    results = [train_one(p, args.minutes, args.data, args) for p in args.processes.split(",")]
+    processes = args.processes.split(",")
+    try:  # every bad setting is one line before minutes of training, not a traceback after
+        for p in processes:
+            recipe(p, args.data, args)
+    except ConfigError as e:
+        print(f"quality.py: {e}", file=sys.stderr)
+        sys.exit(2)
+    results = [train_one(p, args.minutes, args.data, args) for p in processes]
     if args.json:
         print(json.dumps({"machine": machine(), "results": results}, indent=2))
     else:

@@ -23,6 +23,9 @@ from torch import nn
 
 from ldlm_engine import ModelConfig, Trainer, get_preset, load_corpus
 
+# The seed's dimensions, shared by the reference loop, the engine run and the FLOP count.
+D_MODEL, N_HEADS, N_LAYERS, D_FF, SEQ_LEN = 256, 8, 6, 1024, 128
+
 
 class RefBlock(nn.Module):
     def __init__(self, d, h, ff):
@@ -44,7 +47,7 @@ class RefBlock(nn.Module):
 class RefModel(nn.Module):
     """The plain reference: learned positions, tied head, nothing clever."""
 
-    def __init__(self, vocab, d=256, h=8, layers=6, ff=1024, seq=128):
+    def __init__(self, vocab, d=D_MODEL, h=N_HEADS, layers=N_LAYERS, ff=D_FF, seq=SEQ_LEN):
         super().__init__()
         self.emb, self.pos = nn.Embedding(vocab, d), nn.Embedding(seq, d)
         self.blocks = nn.ModuleList(RefBlock(d, h, ff) for _ in range(layers))
@@ -84,7 +87,9 @@ def reference_tokens_per_s(ids, vocab, mask_id, steps, batch, seq, device) -> fl
 
 def engine_tokens_per_s(corpus, precision, steps, batch, device, compile_=False):
     cfg = get_preset("default")  # its optimiser and loss, at the seed's dimensions
-    cfg.model = ModelConfig(d_model=256, n_heads=8, n_layers=6, d_ff=1024, seq_len=128)
+    cfg.model = ModelConfig(
+        d_model=D_MODEL, n_heads=N_HEADS, n_layers=N_LAYERS, d_ff=D_FF, seq_len=SEQ_LEN
+    )
     cfg.data.source = corpus
     cfg.train.batch_size = batch
     cfg.train.precision = precision
@@ -127,7 +132,7 @@ def main() -> None:
     text = load_corpus(args.data).text
     tok = build_tokenizer("char", text)
     ids = torch.tensor(tok.encode_array(text[:500_000]).astype("int64"))
-    seq = 128
+    seq = SEQ_LEN
     from ldlm_engine.training import cpu_has_fast_bf16
 
     fast_bf16 = args.device == "cuda" or cpu_has_fast_bf16()
@@ -151,7 +156,7 @@ def main() -> None:
             results[v].append(r)
     peak32 = matmul_peak(torch.float32, args.device)
     peak16 = matmul_peak(torch.bfloat16, args.device) if bf16 else float("nan")
-    fpt = model_flops_per_token(n_params, 6, 256, seq)
+    fpt = model_flops_per_token(n_params, N_LAYERS, D_MODEL, seq)
     ref = median(results["reference fp32"])
     rows = []
     for v in variants:

@@ -359,11 +359,8 @@ def _preset_seed() -> RunConfig:
 def _preset_default() -> RunConfig:
     """Masked diffusion sized for 2 CPU cores and about 10 minutes.
 
-    Measured on tiny Shakespeare (benchmarks/quality.py, 4 minutes per run on 2 AVX2 cores):
-    the seed's d 256 × 6 layers trains ~190 steps and reaches <= 4.2 bits/char; d 192 × 4
-    reaches 3.52, d 128 × 6 3.49, d 128 × 4 3.43 at lr 2e-3 (3.52 at 4e-3, 3.51 at 3e-3 with
-    batch 16, 3.57 at 3e-3 with batch 64).
-    A small model that sees 4× the tokens beats a large one that sees few.
+    At a fixed time budget a small model that sees 4× the tokens beats the seed's dimensions,
+    which see few (the search and its figures: README, Benchmarks, quality).
     """
     return RunConfig(
         preset="default",
