@@ -133,7 +133,7 @@ def main() -> None:
     tok = build_tokenizer("char", text)
     ids = torch.tensor(tok.encode_array(text[:500_000]).astype("int64"))
     seq = SEQ_LEN
-    from ldlm_engine.training import cpu_has_fast_bf16
+    from ldlm_engine.runtime import cpu_has_fast_bf16
 
     fast_bf16 = args.device == "cuda" or cpu_has_fast_bf16()
     bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and fast_bf16)

@@ -32,6 +32,7 @@ _EXPORTS = {
     "PRESETS": "config",
     "ProcessConfig": "config",
     "RunConfig": "config",
+    "SAMPLERS": "sampling",
     "RunDir": "runs",
     "RunError": "errors",
     "RunInfo": "runs",
@@ -60,8 +61,8 @@ _EXPORTS = {
     "load_run": "inference",
     "load_tokenizer": "tokenizers",
     "make_process": "processes",
-    "prepare_data": "training",
-    "resolve_device": "training",
+    "prepare_data": "runtime",
+    "resolve_device": "runtime",
     "resolve_run": "runs",
     "sample_text": "sampling",
 }

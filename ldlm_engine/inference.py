@@ -16,8 +16,8 @@ from .evaluation import BoundEstimate, estimate_nll
 from .model import DiffusionTransformer
 from .processes import NoiseProcess
 from .runs import RunDir, resolve_run
+from .runtime import TOKENIZER_FILE, autocast_dtype, build_model, prepare_data, resolve_device
 from .tokenizers import Tokenizer, load_tokenizer
-from .training import TOKENIZER_FILE, autocast_dtype, build_model, prepare_data, resolve_device
 
 
 @dataclass
@@ -58,7 +58,7 @@ def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:
             f"checkpoint {ck.path} does not fit the run's model: {str(e).splitlines()[0]}"
         ) from None
     model.to(dev).eval()
-    process.allowed = process.allowed.to(dev)
+    process.to(dev)
     return LoadedRun(rd, config, tokenizer, model, process, ck.step, dev)
 
 

@@ -66,14 +66,48 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, qk: torch.Tensor) -> torch.Tensor:
-        """Rotate queries and keys together: ``qk`` is [B, L, 2, H, head_dim]."""
+    def forward(self, qk: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Rotate queries and keys together: ``qk`` is [B, L, 2, H, head_dim].
+
+        ``positions`` [L] (absolute, any non-negative ints) defaults to 0..L-1; only their
+        differences reach the attention scores, which is what lets a cached sampler run past
+        the trained length with a sliding window.
+        """
         length = qk.shape[1]
-        if length > self.cos.shape[0]:
-            self._build(length)
-        cos = self.cos[:length, None, None, :].to(qk.dtype)
-        sin = self.sin[:length, None, None, :].to(qk.dtype)
+        top = length if positions is None else int(positions.max()) + 1
+        if top > self.cos.shape[0]:
+            self._build(max(top, 2 * self.cos.shape[0]))
+        if positions is None:
+            cos, sin = self.cos[:length], self.sin[:length]
+        else:
+            cos, sin = self.cos[positions], self.sin[positions]
+        cos = cos[:, None, None, :].to(qk.dtype)
+        sin = sin[:, None, None, :].to(qk.dtype)
         return _RotateHalves.apply(qk, cos, sin)
+
+
+class KVCache:
+    """Keys and values of positions already written, per layer, for cached decoding.
+
+    A forward pass given a cache attends to the cached keys/values plus its own tokens; with
+    ``store=True`` it appends its own keys/values (a committed block). ``trim(n)`` keeps the
+    newest ``n`` positions: a sliding window that keeps every attended distance within what
+    the model saw in training.
+    """
+
+    def __init__(self, n_layers: int) -> None:
+        self.k: list[torch.Tensor | None] = [None] * n_layers
+        self.v: list[torch.Tensor | None] = [None] * n_layers
+
+    def __len__(self) -> int:
+        return 0 if self.k[0] is None else int(self.k[0].shape[2])
+
+    def trim(self, keep: int) -> None:
+        if len(self) <= keep:
+            return
+        for i in range(len(self.k)):
+            self.k[i] = self.k[i][:, :, -keep:] if keep > 0 else None  # type: ignore[index]
+            self.v[i] = self.v[i][:, :, -keep:] if keep > 0 else None  # type: ignore[index]
 
 
 class Block(nn.Module):
@@ -93,17 +127,44 @@ class Block(nn.Module):
         self.fc_out = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        positions: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        layer: int = 0,
+        store: bool = False,
+    ) -> torch.Tensor:
         b, n, d = x.shape
         hd = d // self.n_heads
         qkv = self.qkv(self.ln1(x))
         qk = qkv[..., : 2 * d].view(b, n, 2, self.n_heads, hd)
         if self.rotary is not None:
-            qk = self.rotary(qk)
+            qk = self.rotary(qk, positions)
         q, k = (z.transpose(1, 2) for z in qk.unbind(2))
         v = qkv[..., 2 * d :].view(b, n, self.n_heads, hd).transpose(1, 2)
+        if cache is not None and cache.k[layer] is not None:
+            k_all = torch.cat([cache.k[layer], k], dim=2)  # type: ignore[list-item]
+            v_all = torch.cat([cache.v[layer], v], dim=2)  # type: ignore[list-item]
+        else:
+            k_all, v_all = k, v
+        if store and cache is not None:
+            cache.k[layer], cache.v[layer] = k_all, v_all
+        # A cached pass sees every cached key; among its own tokens it is causal only for
+        # the causal (ar) model, unless an explicit mask says otherwise.
+        causal = self.causal and attn_mask is None
+        if causal and k_all.shape[2] != n:
+            keep = torch.ones(n, k_all.shape[2], dtype=torch.bool, device=x.device)
+            attn_mask = keep.tril(diagonal=k_all.shape[2] - n)
+            causal = False
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=self.causal, dropout_p=self.dropout if self.training else 0.0
+            q,
+            k_all,
+            v_all,
+            attn_mask=attn_mask,
+            is_causal=causal,
+            dropout_p=self.dropout if self.training else 0.0,
         )
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
         x = x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
@@ -152,20 +213,44 @@ class DiffusionTransformer(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, tokens: torch.Tensor, t: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits [B, L, V] for tokens [B, L]; ``t`` [B] in [0, 1] is used if time-conditioned."""
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        t: torch.Tensor | None = None,
+        *,
+        positions: torch.Tensor | None = None,
+        attn_mask: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        store: bool = False,
+    ) -> torch.Tensor:
+        """Logits [B, L, V] for tokens [B, L]; ``t`` [B] in [0, 1] is used if time-conditioned.
+
+        ``positions`` [L] are the tokens' absolute positions (default 0..L-1; the block
+        process gives a noisy and a clean copy of each token the same position);
+        ``attn_mask`` is a boolean [L, L_keys] (True = may attend) for SDPA; ``cache`` adds
+        the keys/values of earlier positions, and ``store`` appends this pass's to it.
+        """
         n = tokens.shape[1]
         x = self.tok_emb(tokens)
         if self.cfg.positions == "sincos":
-            if n > self.pos_emb.shape[0]:
-                raise ValueError(f"sequence of {n} tokens exceeds seq_len {self.pos_emb.shape[0]}")
-            x = x + self.pos_emb[:n].to(x.dtype)
+            top = n if positions is None else int(positions.max()) + 1
+            if top > self.pos_emb.shape[0]:
+                raise ValueError(
+                    f"position {top - 1} is beyond seq_len {self.pos_emb.shape[0]} "
+                    "(additive positions cannot extrapolate)"
+                )
+            pe = self.pos_emb[:n] if positions is None else self.pos_emb[positions]
+            x = x + pe.to(x.dtype)
         if self.time_mlp is not None:
             if t is None:
                 raise ValueError("this model is conditioned on t; pass t")
             temb = self.time_mlp(sinusoid(t * 1000.0, self.cfg.d_model).to(x.dtype))
             x = x + temb[:, None, :]
         x = self.drop(x)
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, positions, attn_mask, cache, i, store)
         return self.head(self.ln_f(x))
+
+    def new_cache(self) -> KVCache:
+        """An empty key/value cache for :meth:`forward`."""
+        return KVCache(len(self.blocks))

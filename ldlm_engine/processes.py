@@ -60,6 +60,12 @@ class NoiseProcess:
         self.allowed = allowed  # ids a clean text may contain (never <mask> or <pad>)
         self.allowed_ids = allowed.nonzero().squeeze(1)
 
+    def to(self, device: torch.device | str) -> NoiseProcess:
+        """Move the process's lookup tensors next to the model (returns self, like a module)."""
+        self.allowed = self.allowed.to(device)
+        self.allowed_ids = self.allowed_ids.to(device)
+        return self
+
     def x0_logits(self, model: DiffusionTransformer, xt: torch.Tensor, t: torch.Tensor | None):
         """Float32 logits for x0 with the impossible ids (mask, pad) removed."""
         logits = model(xt, t).float()

@@ -27,11 +27,13 @@ from .processes import AutoregressiveProcess, MaskedProcess, NoiseProcess, Unifo
 MASK_MARKER = re.compile(r"\[MASK(?:\*(\d+))?\]")
 """Infill marker in a prompt: ``[MASK]`` is one token to generate, ``[MASK*12]`` twelve."""
 
-NATURAL_SAMPLERS = {
+SAMPLERS: dict[str, tuple[str, ...]] = {
     "mask": ("low_confidence", "random", "threshold"),
     "uniform": ("uniform",),
     "ar": ("ar",),
 }
+"""Which samplers fit which process, the first being its default: the one table every front
+end and benchmark reads."""
 
 
 @dataclass
@@ -85,7 +87,7 @@ def parse_template(tokenizer, prompt: str, length: int) -> tuple[list[int], list
 
 
 def resolve_sampler(process: NoiseProcess, name: str) -> str:
-    natural = NATURAL_SAMPLERS[process.kind]
+    natural = SAMPLERS[process.kind]
     if name in ("auto", "", None):
         return natural[0]
     if name not in natural:

@@ -28,7 +28,7 @@ from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from ldlm_engine import MASK_MARKER, ConfigError, LdlmError, RunConfig, SampleConfig
-from ldlm_engine.sampling import NATURAL_SAMPLERS
+from ldlm_engine.sampling import SAMPLERS
 
 from ..widgets.denoise import DenoiseView
 
@@ -206,7 +206,7 @@ class GeneratePane(Widget):
             yield Input(placeholder=PROMPT_PLACEHOLDER, id="gen-prompt", compact=True)
             yield Button("Generate", id="gen-button", variant="primary", compact=True)
         with Horizontal(classes="gen-row"):
-            samplers = NATURAL_SAMPLERS.get(self._process_kind, ("low_confidence",))
+            samplers = SAMPLERS.get(self._process_kind, ("low_confidence",))
             yield Select(
                 [(s, s) for s in samplers],
                 value=defaults["sampler"],
@@ -235,7 +235,7 @@ class GeneratePane(Widget):
 
     def _defaults(self) -> dict[str, str]:
         s = self._run_config.sample if self._run_config is not None else SampleConfig()
-        samplers = NATURAL_SAMPLERS.get(self._process_kind, ("low_confidence",))
+        samplers = SAMPLERS.get(self._process_kind, ("low_confidence",))
         return {
             "sampler": s.sampler if s.sampler in samplers else samplers[0],
             "steps": str(s.steps),
@@ -286,7 +286,7 @@ class GeneratePane(Widget):
 
     def _apply_defaults(self) -> None:
         d = self._defaults()
-        samplers = NATURAL_SAMPLERS.get(self._process_kind, ("low_confidence",))
+        samplers = SAMPLERS.get(self._process_kind, ("low_confidence",))
         select = self.query_one("#gen-sampler", Select)
         select.set_options([(s, s) for s in samplers])
         select.value = d["sampler"]
