@@ -1,0 +1,198 @@
+"""A generation session: the one way every front end (and the sampling benchmark) generates.
+
+``ldlm generate``, the app's Generate pane and ``benchmarks/sampling.py`` all load a run,
+choose sample settings, run a sampler and time its frames; doing that here once means they
+report the same NFE and tokens/s for the same generation, and that a model is loaded once per
+checkpoint however many generations follow.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import SampleConfig
+from .errors import ConfigError
+from .inference import LoadedRun, load_run
+from .runs import RunDir, resolve_run
+from .sampling import SAMPLERS, Frame, generate
+
+
+@dataclass
+class TimedFrame:
+    """One sampler frame with the sampling time spent so far (model work only, not drawing).
+
+    ``tokens``/``fixed`` are the whole sequence so far (prompt included), even when the
+    sampler reports only the window it is working on.
+    """
+
+    frame: Frame
+    elapsed_s: float
+    tokens: list[int]
+    fixed: list[bool]
+
+    @property
+    def generated(self) -> int:
+        """Generated positions decided so far."""
+        f = self.frame
+        undecided = sum(1 for m, fx in zip(f.masked, f.fixed, strict=True) if m and not fx)
+        return sum(1 for fx in self.fixed if not fx) - undecided
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.generated / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass
+class GenerationResult:
+    """What one finished generation reports (the CLI prints it as JSON)."""
+
+    text: str
+    nfe: int
+    steps: int
+    tokens_per_s: float
+    elapsed_s: float
+    sampler: str
+    generated_tokens: int
+    total_tokens: int
+    seed: int
+    temperature: float
+    prompt: str
+    run: str
+    step: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tokens_per_call(self) -> float:
+        return self.generated_tokens / self.nfe if self.nfe else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dict(self.__dict__)
+        d["tokens_per_call"] = self.tokens_per_call
+        return d
+
+
+class _Accumulator:
+    """The full token sequence, from frames that may report only a window (``offset``)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.fixed: list[bool] = []
+
+    def apply(self, frame: Frame) -> None:
+        offset = getattr(frame, "offset", 0)
+        end = offset + len(frame.tokens)
+        if len(self.tokens) < end:
+            grow = end - len(self.tokens)
+            self.tokens.extend([0] * grow)
+            self.fixed.extend([False] * grow)
+        self.tokens[offset:end] = frame.tokens
+        self.fixed[offset:end] = frame.fixed
+
+
+class GenerationSession:
+    """Loads runs (cached per checkpoint) and runs generations on them.
+
+    Thread-safe enough for one worker at a time: the app runs one generation per pane.
+    """
+
+    def __init__(self, device: str = "auto", cache_size: int = 2) -> None:
+        self.device = device
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, LoadedRun] = OrderedDict()
+
+    def load(self, run: str | Path | RunDir) -> LoadedRun:
+        """The run's model at its newest checkpoint; reloaded only when a newer one exists."""
+        rd = run if isinstance(run, RunDir) else resolve_run(run)
+        key = str(rd.path.resolve())
+        cached = self._cache.get(key)
+        latest = rd.latest_checkpoint_step()
+        if cached is not None and (latest is None or latest == cached.step):
+            self._cache.move_to_end(key)
+            return cached
+        self._cache.pop(key, None)
+        loaded = load_run(rd, device=self.device)
+        self._cache[key] = loaded
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return loaded
+
+    @staticmethod
+    def settings(loaded: LoadedRun, **overrides: Any) -> SampleConfig:
+        """The run's sample settings with ``overrides`` (None = keep), validated."""
+        cfg = loaded.config.copy()
+        given = {k: v for k, v in overrides.items() if v is not None}
+        from .config import apply_overrides
+
+        apply_overrides(cfg, {"sample": given})
+        cfg.validate()
+        return cfg.sample
+
+    @staticmethod
+    def sampler_name(loaded: LoadedRun, cfg: SampleConfig) -> str:
+        natural = SAMPLERS[loaded.process.kind]
+        return natural[0] if cfg.sampler in ("auto", "", None) else cfg.sampler
+
+    def stream(self, loaded: LoadedRun, cfg: SampleConfig, prompt: str = "") -> Iterator[TimedFrame]:
+        """Yield every frame of one generation with the model time spent so far.
+
+        Only the time inside the sampler counts, so a front end that draws each frame (or a
+        consumer that is slow to ask for the next) does not lower the reported tokens/s.
+        """
+        frames = generate(
+            loaded.model, loaded.process, loaded.tokenizer, cfg, prompt, device=loaded.device
+        )
+        acc = _Accumulator()
+        elapsed = 0.0
+        try:
+            while True:
+                t0 = time.perf_counter()
+                frame = next(frames, None)
+                elapsed += time.perf_counter() - t0
+                if frame is None:
+                    return
+                acc.apply(frame)
+                yield TimedFrame(frame, elapsed, acc.tokens, acc.fixed)
+        finally:
+            frames.close()
+
+    def run(self, loaded: LoadedRun, cfg: SampleConfig, prompt: str = "", on_frame=None):
+        """Run one generation to the end; ``on_frame(TimedFrame)`` sees every frame."""
+        last: TimedFrame | None = None
+        for tf in self.stream(loaded, cfg, prompt):
+            last = tf
+            if on_frame is not None:
+                on_frame(tf)
+        if last is None:
+            raise ConfigError("the sampler produced no frame")
+        return self.result(loaded, cfg, prompt, last)
+
+    def result(
+        self, loaded: LoadedRun, cfg: SampleConfig, prompt: str, last: TimedFrame
+    ) -> GenerationResult:
+        """The report for a finished generation whose last frame is ``last``."""
+        generated = sum(1 for f in last.fixed if not f)
+        return GenerationResult(
+            text=render_text(loaded, prompt, last.tokens),
+            nfe=last.frame.nfe,
+            steps=last.frame.step,
+            tokens_per_s=generated / last.elapsed_s if last.elapsed_s > 0 else 0.0,
+            elapsed_s=last.elapsed_s,
+            sampler=self.sampler_name(loaded, cfg),
+            generated_tokens=generated,
+            total_tokens=len(last.tokens),
+            seed=cfg.seed,
+            temperature=cfg.temperature,
+            prompt=prompt,
+            run=loaded.run.name,
+            step=loaded.step,
+        )
+
+
+def render_text(loaded: LoadedRun, prompt: str, tokens: list[int]) -> str:
+    """The whole text of a generation (prompt included)."""
+    return loaded.tokenizer.decode(tokens)
