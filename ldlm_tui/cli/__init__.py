@@ -1,4 +1,4 @@
-"""The ``ldlm`` command line (DESIGN §5).
+"""The ``ldlm`` command line (the contract is in README.md, "Using it").
 
 ``ldlm`` alone opens the TUI; the subcommands are headless and scriptable: ``train``,
 ``generate``, ``eval``, ``watch``, ``runs list|show|stop|rm`` and ``data inspect``.
