@@ -5,8 +5,8 @@ These are what the CLI and the app both call, so the rules tested here are the o
 
 from __future__ import annotations
 
-import json
 import itertools
+import json
 from pathlib import Path
 
 import pytest
