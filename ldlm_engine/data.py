@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .tokenizers import Tokenizer
+from .tokenizers import _CUT, Tokenizer
 
 
 def encode_corpus(tokenizer: Tokenizer, text: str) -> torch.Tensor:
@@ -30,8 +30,9 @@ def encode_corpus(tokenizer: Tokenizer, text: str) -> torch.Tensor:
 class TokenSplits:
     """Train/validation token streams plus the size of validation in characters.
 
-    ``val_chars`` lets evaluation report bits per character, which compares across
-    tokenizers; it is exact for the char tokenizer and a proportional estimate otherwise.
+    ``val_chars`` is the split's proportional share of the corpus's characters: a size for
+    display only. Figures per character divide by the exact characters of the tokens they
+    were measured on (:func:`count_chars`); the share can be several percent off.
     """
 
     train: torch.Tensor
@@ -207,3 +208,68 @@ def eval_windows(val: torch.Tensor, seq_len: int, max_tokens: int) -> torch.Tens
         raise DataError(f"validation set too short: {val.numel()} tokens for seq_len {seq_len}")
     n = max(1, min(n_avail, max_tokens // seq_len))
     return val[: n * seq_len].to(torch.int64).reshape(n, seq_len)
+
+
+def _safe_cut(text: str, pos: int) -> int | None:
+    """First token-safe cut at or after ``pos`` (both sides then encode as in the whole)."""
+    m = _CUT.search(text, max(0, pos))
+    return m.start() if m else None
+
+
+def _region(
+    tokenizer: Tokenizer, text: str, lo: int, hi: int, total: int
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Ids and spans of a stretch of ``text`` holding its tokens ``[lo, hi)`` (of ``total``).
+
+    Re-tokenizes only from a token-safe cut near the stretch, at the end of the text nearer
+    to it (a validation split is the tail). Returns (ids, spans, index of its first token).
+    """
+    n_chars = len(text)
+    from_start = hi <= total - lo
+    need = hi if from_start else total - lo
+    guess = int(n_chars * need / max(1, total) * 1.05) + 256
+    while True:
+        if from_start:
+            cut = _safe_cut(text, guess) if guess < n_chars else None
+            cut = n_chars if cut is None else cut
+            ids, spans = tokenizer.encode_with_spans(text[:cut])
+            if len(ids) >= hi or cut == n_chars:
+                return ids, spans, 0
+        else:
+            cut = _safe_cut(text, n_chars - guess) if guess < n_chars else 0
+            if cut is not None:
+                ids, spans = tokenizer.encode_with_spans(text[cut:])
+                if len(ids) >= need or cut == 0:
+                    return ids, spans + cut, total - len(ids)
+        guess *= 2
+
+
+def count_chars(
+    tokenizer: Tokenizer, text: str, start: int, tokens: torch.Tensor, total: int
+) -> int:
+    """Characters of ``text`` that ``tokens`` stand for: its tokens ``start ..`` of ``total``.
+
+    Each token owns its own characters and the whitespace before it, which a word tokenizer
+    drops but the text has, so consecutive stretches add up to the text; an ``<unk>`` owns
+    the word it replaced. Exact and cheap: one token per character for the char tokenizer,
+    else a re-tokenization from a token-safe cut near the stretch (checked against
+    ``tokens``; the whole text if that ever disagrees).
+    """
+    ids = tokens.reshape(-1).to(torch.int64).numpy()
+    count = int(ids.size)
+    if count == 0:
+        return 0
+    if tokenizer.kind == "char":
+        return count  # one token per code point, unknown ones included
+    end = start + count
+    for attempt in range(2):
+        if attempt == 0:
+            r_ids, spans, first = _region(tokenizer, text, max(0, start - 1), end, total)
+        else:
+            r_ids, spans = tokenizer.encode_with_spans(text)
+            first = 0
+        a, b = start - first, end - first
+        if (a >= 1 or a == start == 0) and b <= len(r_ids) and np.array_equal(r_ids[a:b], ids):
+            before = int(spans[a - 1, 1]) if start > 0 else 0
+            return int(spans[b - 1, 1]) - before
+    raise DataError("the text does not encode to the evaluated tokens (did the corpus change?)")

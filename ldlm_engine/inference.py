@@ -10,7 +10,7 @@ import torch
 from .checkpoint import check_compatible, load_checkpoint
 from .config import RunConfig
 from .corpora import load_corpus
-from .data import encode_corpus, eval_windows
+from .data import count_chars, encode_corpus, eval_windows
 from .errors import CheckpointError, DataError
 from .evaluation import BoundEstimate, estimate_nll
 from .model import DiffusionTransformer
@@ -70,27 +70,30 @@ def evaluate_run(
     samples: int | None = None,
     seed: int = 0,
 ) -> BoundEstimate:
-    """Held-out bits/char of a run: its own validation split, or all of another file."""
+    """Held-out bits/char of a run: its own validation split, or the start of another file.
+
+    Characters are those of the tokens evaluated (at most ``max_tokens``), counted exactly.
+    """
     cfg = loaded.config
     seq_len = cfg.model.seq_len
     max_tokens = max_tokens or max(cfg.train.eval_tokens, 65_536)
+    text = load_corpus(cfg.data.source if data is None else data).text
     if data is None:
-        _, splits = prepare_data(cfg, loaded.tokenizer)
-        val, chars = splits.val, splits.val_chars
+        _, splits = prepare_data(cfg, loaded.tokenizer, text)
+        val, start = splits.val, int(splits.train.numel())
     else:
-        text = load_corpus(data).text
-        val = encode_corpus(loaded.tokenizer, text)
-        chars = len(text)
+        val, start = encode_corpus(loaded.tokenizer, text), 0
         if val.numel() < seq_len:
             raise DataError(
                 f"{data} is shorter than one sequence ({val.numel()} < {seq_len} tokens)"
             )
     windows = eval_windows(val, seq_len, max_tokens)
+    chars = count_chars(loaded.tokenizer, text, start, windows, start + int(val.numel()))
     return estimate_nll(
         loaded.model,
         loaded.process,
         windows,
-        chars_per_token=chars / max(1, val.numel()),
+        chars_per_token=chars / windows.numel(),
         samples=samples or max(4, cfg.train.eval_samples),
         batch_size=max(64, cfg.train.batch_size),
         seed=seed,

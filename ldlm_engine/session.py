@@ -18,6 +18,7 @@ from typing import Any
 from .config import SampleConfig
 from .errors import ConfigError
 from .inference import LoadedRun, load_run
+from .prompts import describe_unknown, render_text, unknown_pieces
 from .runs import RunDir, resolve_run
 from .sampling import SAMPLERS, Frame, generate
 
@@ -137,7 +138,9 @@ class GenerationSession:
         natural = SAMPLERS[loaded.process.kind]
         return natural[0] if cfg.sampler in ("auto", "", None) else cfg.sampler
 
-    def stream(self, loaded: LoadedRun, cfg: SampleConfig, prompt: str = "") -> Iterator[TimedFrame]:
+    def stream(
+        self, loaded: LoadedRun, cfg: SampleConfig, prompt: str = ""
+    ) -> Iterator[TimedFrame]:
         """Yield every frame of one generation with the model time spent so far.
 
         Only the time inside the sampler counts, so a front end that draws each frame (or a
@@ -177,7 +180,7 @@ class GenerationSession:
         """The report for a finished generation whose last frame is ``last``."""
         generated = sum(1 for f in last.fixed if not f)
         return GenerationResult(
-            text=render_text(loaded, prompt, last.tokens),
+            text=render_text(loaded.tokenizer, prompt, last.tokens),
             nfe=last.frame.nfe,
             steps=last.frame.step,
             tokens_per_s=generated / last.elapsed_s if last.elapsed_s > 0 else 0.0,
@@ -190,9 +193,5 @@ class GenerationSession:
             prompt=prompt,
             run=loaded.run.name,
             step=loaded.step,
+            notes=[n for n in (describe_unknown(unknown_pieces(loaded.tokenizer, prompt)),) if n],
         )
-
-
-def render_text(loaded: LoadedRun, prompt: str, tokens: list[int]) -> str:
-    """The whole text of a generation (prompt included)."""
-    return loaded.tokenizer.decode(tokens)

@@ -23,6 +23,9 @@ def tiny_config(process: str = "mask", **train) -> RunConfig:
     cfg.process.kind = process
     cfg.model.time_embedding = process == "uniform"
     cfg.train.batch_size = 8
+    # fp32 everywhere: "auto" picks bf16 on CPUs with AMX/AVX-512-BF16, and the figures these
+    # tests pin must not depend on which CPU runs them.
+    cfg.train.precision = "fp32"
     cfg.train.max_steps = 30
     cfg.train.warmup_steps = 5
     cfg.train.eval_tokens = 512

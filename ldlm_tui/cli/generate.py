@@ -35,7 +35,7 @@ is kept as context and --length is ignored. Without markers the prompt is a pref
 --length tokens follow it. --json prints one object {"text", "nfe", "tokens_per_s",
 "sampler", "steps", "run", "step", ...}; with --num N > 1, {"samples": [...]} with seeds
 seed..seed+N-1. --animate (default on a terminal) shows the denoising: masked positions as
-·, each step's new tokens highlighted, colour = confidence (red low, green high).
+░, each step's new tokens highlighted, colour = confidence (red low, green high).
 """
 
 
@@ -87,6 +87,9 @@ def generate(
         if animate and num > 1:
             _out(f"── sample {i + 1}/{num} (seed {sci.seed}) ──")
         res = _generate_one(session, loaded, sci, prompt, animate=animate)
+        if i == 0:
+            for note in res.notes:  # once, not per sample
+                _err(f"ldlm: note: {note}")
         results.append(res.to_dict())
         if json_out:
             continue
@@ -104,22 +107,29 @@ def generate(
 
 
 def _generate_one(session: Any, loaded: Any, sc: Any, prompt: str, *, animate: bool) -> Any:
-    """One generation; with ``animate``, drawn live at about 30 frames/s."""
+    """One generation; with ``animate``, drawn live at about 30 frames/s (the app's renderer:
+    the whole text so far, its last screenful while it grows, all of it at the end)."""
     if not animate:
         return session.run(loaded, sc, prompt)
     from rich.live import Live
 
-    from ..progress import render_frame
+    from ldlm_engine.sampling import Transcript
 
-    live = Live(console=make_console(), refresh_per_second=30, auto_refresh=False)
+    from ..render import Tail, TokenTexts, render_transcript
+
+    console = make_console()
+    live = Live(console=console, refresh_per_second=30, auto_refresh=False, transient=True)
     live.start()
     last_draw = 0.0
+    transcript = Transcript()
+    texts = TokenTexts(loaded.tokenizer)
 
     def draw(tf: Any) -> None:
         nonlocal last_draw
+        transcript.apply(tf.frame)  # every frame: a window-only frame updates its part
         now = time.perf_counter()
         if tf.frame.done or now - last_draw >= 1 / 30:
-            live.update(render_frame(tf.frame, loaded.tokenizer), refresh=True)
+            live.update(Tail(render_transcript(transcript, None, texts=texts)), refresh=True)
             last_draw = now
             time.sleep(0.01)  # so the eye can follow a fast sampler
 
@@ -127,6 +137,8 @@ def _generate_one(session: Any, loaded: Any, sc: Any, prompt: str, *, animate: b
         return session.run(loaded, sc, prompt, on_frame=draw)
     finally:
         live.stop()
+        if transcript.last is not None:
+            console.print(render_transcript(transcript, None, texts=texts))
 
 
 # --------------------------------------------------------------------------- eval
