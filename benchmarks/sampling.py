@@ -13,15 +13,18 @@ every sampler setting:
 
 * ``low_confidence`` with ``length``, ``length/2`` and ``length/4`` steps (one, two, four tokens
   per model call), ``random`` with ``length`` steps, ``threshold`` at tau 0.9, 0.7, 0.5, and the
-  uniform process's ancestral sampler with ``--with-uniform`` (a third model, same budget).
+  uniform process's ancestral sampler with ``--with-uniform`` (a third model, same budget);
+* the same ``low_confidence`` and ``threshold`` settings on a ``block`` model (BD3-LM, blocks of
+  ``--block-size``, KV-cached; one more model, same budget; ``--no-block`` skips it).
 
 For each it prints model calls (NFE), tokens/s (generated tokens / wall time, median over
 samples), and quality: the generative NLL, i.e. the mean per-token cross-entropy of the
 generated tokens under the ``ar`` judge given BOS (and the prompt), with the standard error over
 samples and the perplexity, plus the entropy of each sample's unigram distribution (a
 repetition check: a low NLL made of repeated spaces is not quality). Held-out real text is
-scored the same way as the reference row. The target: ``threshold`` with at most 1/3 of the
-model calls of one-token-per-call ``low_confidence`` at a generative NLL within 5% of it.
+scored the same way as the reference row. The target, for the masked and the block model
+alike: ``threshold`` with at most 1/3 of the model calls of one-token-per-call
+``low_confidence`` at a generative NLL within 5% of it.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ class Setting:
     label: str
     steps: int = 0
     threshold: float = 0.9
+    process: str = "mask"  # which model generates: mask, block or uniform
     nfe: list[int] = field(default_factory=list)
     tokens_per_s: list[float] = field(default_factory=list)
     nll: list[float] = field(default_factory=list)  # mean nats per generated token, per sample
@@ -76,9 +80,10 @@ class Setting:
 
 def train_config(kind: str, args, device: torch.device):
     cfg = get_preset(args.preset)
+    cfg.process.block_size = args.block_size
+    cfg.model.seq_len = args.seq_len
     adapt_process(cfg, kind)
     cfg.data.source = args.data
-    cfg.model.seq_len = args.seq_len
     if args.d_model:
         cfg.model.d_model, cfg.model.d_ff = args.d_model, 4 * args.d_model
     if args.layers:
@@ -233,7 +238,7 @@ def run_setting(s: Setting, gen: Model, judge: Judge, args, device, context: lis
             steps=s.steps,
             temperature=args.temperature,
             threshold=s.threshold,
-            block_length=args.block_length if s.sampler != "uniform" else 0,
+            block_length=args.block_length if s.process == "mask" else 0,
             seed=args.seed * 1000 + i,
         )
         t0 = time.perf_counter()
@@ -282,6 +287,9 @@ def main() -> None:
     ap.add_argument("--ar-run", help="reuse this ar run as the judge instead of training one")
     ap.add_argument("--uniform-run", help="reuse this uniform run (implies --with-uniform)")
     ap.add_argument("--with-uniform", action="store_true", help="also the uniform process")
+    ap.add_argument("--block-run", help="reuse this block run instead of training one")
+    ap.add_argument("--no-block", action="store_true", help="skip the block model")
+    ap.add_argument("--block-size", type=int, default=8, help="block model's block size")
     ap.add_argument(
         "--uniform-steps", type=int, default=0, help="uniform sampler steps (0: length)"
     )
@@ -322,8 +330,18 @@ def main() -> None:
     if not args.seq_len:
         args.seq_len = args.length + len(args.prompt)  # char tokens
     t_start = time.perf_counter()
-    given = {"mask": args.mask_run, "ar": args.ar_run, "uniform": args.uniform_run}
-    kinds = ["mask", "ar", *(["uniform"] if args.with_uniform else [])]
+    given = {
+        "mask": args.mask_run,
+        "ar": args.ar_run,
+        "uniform": args.uniform_run,
+        "block": args.block_run,
+    }
+    kinds = [
+        "mask",
+        "ar",
+        *(["block"] if args.block_run or not args.no_block else []),
+        *(["uniform"] if args.with_uniform else []),
+    ]
     with tempfile.TemporaryDirectory(prefix="ldlm-sampling-") as tmp:
         trained = train_models([k for k in kinds if not given[k]], args, Path(tmp), log)
         models = {}
@@ -339,58 +357,45 @@ def main() -> None:
     judge = Judge(judge_m, gen.tokenizer, device)
     context = judge_m.tokenizer.encode(args.prompt) if args.prompt else []
     n = args.length
-    settings = [Setting("low_confidence", f"steps {k}", steps=k) for k in (n, n // 2, n // 4)]
-    settings = [s for s in settings if s.steps >= 1]
-    for tau in (float(x) for x in args.thresholds.split(",") if x.strip()):
-        settings.append(Setting("threshold", f"tau {tau:g}", threshold=tau))
-    settings.append(Setting("random", f"steps {n}", steps=n))
-    # One warm-up generation so the first timed setting does not pay for lazy initialisation.
-    final_frame(
-        gen.model,
-        gen.process,
-        gen.tokenizer,
-        SampleConfig(length=n, steps=4, temperature=args.temperature),
-        args.prompt,
-        device=device,
-        max_len=gen.seq_len,
-    )
+    thresholds = [float(x) for x in args.thresholds.split(",") if x.strip()]
+    settings = [*masked_settings("mask", n, thresholds), Setting("random", f"steps {n}", steps=n)]
+    if "block" in models:
+        settings += masked_settings("block", n, thresholds)
+    # One warm-up generation per model so the first timed setting does not pay for lazy
+    # initialisation.
+    for kind in {s.process for s in settings}:
+        m = models[kind]
+        warm = SampleConfig(length=n, steps=4, temperature=args.temperature)
+        final_frame(m.model, m.process, m.tokenizer, warm, args.prompt, device=device)
     t0 = time.perf_counter()
     for s in settings:
-        log(f"sampling {s.sampler} {s.label} ...")
-        run_setting(s, gen, judge, args, device, context)
+        log(f"sampling {s.process} {s.sampler} {s.label} ...")
+        judge_s = (
+            judge if s.process == "mask" else Judge(judge_m, models[s.process].tokenizer, device)
+        )
+        run_setting(s, models[s.process], judge_s, args, device, context)
     uni_setting = None
     if uni is not None:
         steps = args.uniform_steps or n
-        uni_setting = Setting("uniform", f"steps {steps}", steps=steps)
+        uni_setting = Setting("uniform", f"steps {steps}", steps=steps, process="uniform")
         uni_judge = Judge(judge_m, uni.tokenizer, device)
         log("sampling uniform ...")
         run_setting(uni_setting, uni, uni_judge, args, device, context)
     t_sample = time.perf_counter() - t0
     ref = real_text_reference(judge, args, context)
 
-    # The target: threshold vs one-token-per-call low_confidence.
-    base = settings[0]
-    base_nll = mean_se(base.nll)[0]
-    base_nfe = statistics.fmean(base.nfe)
-    thr = [s for s in settings if s.sampler == "threshold"]
-    cheap = [s for s in thr if statistics.fmean(s.nfe) <= base_nfe / 3]
-    best = (
-        min(cheap, key=lambda s: mean_se(s.nll)[0])
-        if cheap
-        else min(thr, key=lambda s: statistics.fmean(s.nfe))
-        if thr
-        else None
-    )
-
     rows = []
     for s in [*settings, *([uni_setting] if uni_setting else [])]:
         nll, nll_se = mean_se(s.nll)
         ent, ent_se = mean_se(s.entropy)
+        nfe = statistics.fmean(s.nfe)
         rows.append(
             {
+                "process": s.process,
                 "sampler": s.sampler,
                 "setting": s.label,
-                "nfe": statistics.fmean(s.nfe),
+                "nfe": nfe,
+                "tokens_per_call": n / nfe,
                 "tokens_per_s": median(s.tokens_per_s),
                 "gen_nll": nll,
                 "gen_nll_se": nll_se,
@@ -401,24 +406,8 @@ def main() -> None:
                 "example": s.texts[0] if s.texts else "",
             }
         )
-    target = None
-    if best is not None:
-        nll_b = mean_se(best.nll)[0]
-        nfe_b = statistics.fmean(best.nfe)
-        ok_nfe = nfe_b <= base_nfe / 3
-        ok_nll = nll_b <= 1.05 * base_nll
-        target = {
-            "setting": f"threshold {best.label}",
-            "nfe": nfe_b,
-            "nfe_ratio": nfe_b / base_nfe,
-            "gen_nll": nll_b,
-            "baseline_nfe": base_nfe,
-            "baseline_gen_nll": base_nll,
-            "nll_change": nll_b / base_nll - 1,
-            "entropy": mean_se(best.entropy)[0],
-            "baseline_entropy": mean_se(base.entropy)[0],
-            "pass": ok_nfe and ok_nll,
-        }
+    target = threshold_target([s for s in settings if s.process == "mask"])
+    block_target = threshold_target([s for s in settings if s.process == "block"])
     info = {
         "machine": machine(),
         "load_avg": os.getloadavg(),
@@ -428,6 +417,7 @@ def main() -> None:
         "judge": judge_m.source,
         "judge_val_bits_per_char": judge_m.val_bits_per_char,
         "uniform": uni.source if uni else None,
+        "block": models["block"].source if "block" in models else None,
         "length": n,
         "num": args.num,
         "temperature": args.temperature,
@@ -436,7 +426,8 @@ def main() -> None:
         "sample_s": t_sample,
     }
     if args.json:
-        print(json.dumps({**info, "rows": rows, "real_text": ref, "target": target}, indent=2))
+        out = {**info, "rows": rows, "real_text": ref, "target": target}
+        print(json.dumps({**out, "block_target": block_target}, indent=2))
         return
 
     print(f"machine: {info['machine']}")
@@ -448,9 +439,10 @@ def main() -> None:
         f", held-out {judge_m.val_bits_per_char:.3f} bits/char" if judge_m.val_bits_per_char else ""
     )
     print(f"ar judge:     {judge_m.source}{bpc}")
-    if uni is not None:
-        bpc = f", held-out ≤ {uni.val_bits_per_char:.3f} bits/char" if uni.val_bits_per_char else ""
-        print(f"uniform:      {uni.source}{bpc}")
+    for label, m in (("uniform", uni), ("block", models.get("block"))):
+        if m is not None:
+            bpc = f", held-out ≤ {m.val_bits_per_char:.3f} bits/char" if m.val_bits_per_char else ""
+            print(f"{label + ':':13} {m.source}{bpc}")
     print(
         f"{n} generated tokens, {args.num} samples per setting, temperature "
         f"{args.temperature:g}, prompt {args.prompt!r}; training {t_train:.0f} s, "
@@ -458,14 +450,15 @@ def main() -> None:
     )
     print()
     hdr = (
-        f"{'sampler':15} {'setting':10} {'NFE':>6} {'tokens/s':>9}  "
+        f"{'model':7} {'sampler':15} {'setting':10} {'NFE':>6} {'tok/call':>8} {'tokens/s':>9}  "
         f"{'gen NLL nats/tok':>17} {'ppl':>6}  {'unigram H bits':>14}"
     )
     print(hdr)
     print("-" * len(hdr))
     for r in rows:
         print(
-            f"{r['sampler']:15} {r['setting']:10} {r['nfe']:>6.1f} {r['tokens_per_s']:>9,.0f}  "
+            f"{r['process']:7} {r['sampler']:15} {r['setting']:10} {r['nfe']:>6.1f} "
+            f"{r['tokens_per_call']:>8.2f} {r['tokens_per_s']:>9,.0f}  "
             f"{r['gen_nll']:>9.3f} ± {r['gen_nll_se']:.3f} {r['gen_ppl']:>6.2f}  "
             f"{r['unigram_entropy_bits']:>7.2f} ± {r['unigram_entropy_se']:.2f}"
         )
@@ -473,23 +466,29 @@ def main() -> None:
         nll, se = ref["nll"]
         ent, ent_se = ref["entropy"]
         print(
-            f"{'real text':15} {'held-out':10} {'':>6} {'':>9}  {nll:>9.3f} ± {se:.3f} "
-            f"{math.exp(nll):>6.2f}  {ent:>7.2f} ± {ent_se:.2f}   ({ref['windows']} windows)"
+            f"{'':7} {'real text':15} {'held-out':10} {'':>6} {'':>8} {'':>9}  "
+            f"{nll:>9.3f} ± {se:.3f} {math.exp(nll):>6.2f}  {ent:>7.2f} ± {ent_se:.2f}"
+            f"   ({ref['windows']} windows)"
         )
     print()
     if args.examples:
         print("first sample of each setting:")
         for r in rows:
             text = r["example"].replace("\n", "⏎")[: args.examples]
-            print(f"  {r['sampler'][:9]:9} {r['setting']:10} {text!r}")
+            print(f"  {r['process']:5} {r['sampler'][:9]:9} {r['setting']:10} {text!r}")
         print()
+    for name, t in (("masked", target), ("block", block_target)):
+        print_target(name, t, n)
+
+
+def print_target(name: str, target: dict | None, n: int) -> None:
     if target is None:
-        print("target: no threshold setting was measured")
+        print(f"{name} target: no threshold setting was measured")
         return
     verdict = "PASS" if target["pass"] else "FAIL"
     print(
-        f"target (threshold ≤ 1/3 of the model calls of low_confidence steps {n}, gen NLL "
-        f"within 5%): {target['setting']}: {target['nfe']:.1f} calls vs "
+        f"{name} target (threshold ≤ 1/3 of the model calls of low_confidence steps {n}, gen "
+        f"NLL within 5%): {target['setting']}: {target['nfe']:.1f} calls vs "
         f"{target['baseline_nfe']:.0f} ({target['nfe_ratio']:.2f}×), gen NLL "
         f"{target['gen_nll']:.3f} vs {target['baseline_gen_nll']:.3f} "
         f"({target['nll_change']:+.1%}); unigram H {target['entropy']:.2f} vs "
@@ -497,6 +496,48 @@ def main() -> None:
     )
     if target["entropy"] < 0.9 * target["baseline_entropy"]:
         print("note: its samples' unigram entropy is >10% lower: check them for repetition")
+
+
+def masked_settings(process: str, n: int, thresholds: list[float]) -> list[Setting]:
+    """low_confidence at one, two and four tokens per call, then threshold at each tau."""
+    out = [
+        Setting("low_confidence", f"steps {k}", steps=k, process=process)
+        for k in (n, n // 2, n // 4)
+    ]
+    out = [s for s in out if s.steps >= 1]
+    out += [
+        Setting("threshold", f"tau {tau:g}", threshold=tau, process=process) for tau in thresholds
+    ]
+    return out
+
+
+def threshold_target(settings: list[Setting]) -> dict | None:
+    """The cheapest-enough threshold setting against one-token-per-call low_confidence."""
+    thr = [s for s in settings if s.sampler == "threshold"]
+    if not settings or not thr:
+        return None
+    base = settings[0]
+    base_nll = mean_se(base.nll)[0]
+    base_nfe = statistics.fmean(base.nfe)
+    cheap = [s for s in thr if statistics.fmean(s.nfe) <= base_nfe / 3]
+    if cheap:
+        best = min(cheap, key=lambda s: mean_se(s.nll)[0])
+    else:
+        best = min(thr, key=lambda s: statistics.fmean(s.nfe))
+    nll_b = mean_se(best.nll)[0]
+    nfe_b = statistics.fmean(best.nfe)
+    return {
+        "setting": f"threshold {best.label}",
+        "nfe": nfe_b,
+        "nfe_ratio": nfe_b / base_nfe,
+        "gen_nll": nll_b,
+        "baseline_nfe": base_nfe,
+        "baseline_gen_nll": base_nll,
+        "nll_change": nll_b / base_nll - 1,
+        "entropy": mean_se(best.entropy)[0],
+        "baseline_entropy": mean_se(base.entropy)[0],
+        "pass": nfe_b <= base_nfe / 3 and nll_b <= 1.05 * base_nll,
+    }
 
 
 if __name__ == "__main__":

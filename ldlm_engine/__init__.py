@@ -48,6 +48,7 @@ _EXPORTS = {
     "StepEvent": "events",
     "Tokenizer": "tokenizers",
     "TrainConfig": "config",
+    "Transcript": "sampling",
     "Trainer": "training",
     "adapt_process": "config",
     "apply_overrides": "config",

@@ -152,8 +152,9 @@ class Block(nn.Module):
         if store and cache is not None:
             cache.k[layer], cache.v[layer] = k_all, v_all
         # A cached pass sees every cached key; among its own tokens it is causal only for
-        # the causal (ar) model, unless an explicit mask says otherwise.
-        causal = self.causal and attn_mask is None
+        # the causal (ar) model, unless an explicit mask says otherwise. A single token (cached
+        # decoding) may see every key: no mask at all, since SDPA's masked path is slower.
+        causal = self.causal and attn_mask is None and n > 1
         if causal and k_all.shape[2] != n:
             keep = torch.ones(n, k_all.shape[2], dtype=torch.bool, device=x.device)
             attn_mask = keep.tril(diagonal=k_all.shape[2] - n)
@@ -222,6 +223,7 @@ class DiffusionTransformer(nn.Module):
         attn_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         store: bool = False,
+        n_logits: int | None = None,
     ) -> torch.Tensor:
         """Logits [B, L, V] for tokens [B, L]; ``t`` [B] in [0, 1] is used if time-conditioned.
 
@@ -229,6 +231,8 @@ class DiffusionTransformer(nn.Module):
         process gives a noisy and a clean copy of each token the same position);
         ``attn_mask`` is a boolean [L, L_keys] (True = may attend) for SDPA; ``cache`` adds
         the keys/values of earlier positions, and ``store`` appends this pass's to it.
+        ``n_logits`` keeps only the first n positions' logits (0 for a pass that only fills the
+        cache): the block process needs none for its clean copy, and skips the head there.
         """
         n = tokens.shape[1]
         x = self.tok_emb(tokens)
@@ -249,6 +253,8 @@ class DiffusionTransformer(nn.Module):
         x = self.drop(x)
         for i, block in enumerate(self.blocks):
             x = block(x, positions, attn_mask, cache, i, store)
+        if n_logits is not None:
+            x = x[:, :n_logits]
         return self.head(self.ln_f(x))
 
     def new_cache(self) -> KVCache:

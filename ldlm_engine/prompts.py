@@ -169,3 +169,28 @@ def describe_unknown(pieces: Sequence[str]) -> str | None:
     shown = ", ".join(repr(p) for p in pieces[:_MAX_SHOWN])
     more = f" and {len(pieces) - _MAX_SHOWN} more" if len(pieces) > _MAX_SHOWN else ""
     return f"not in the model's vocabulary: {shown}{more} (kept in the text; the model sees <unk>)"
+
+
+def repeated_token(tokens: Sequence[int], fixed: Sequence[bool]) -> tuple[int, float] | None:
+    """``(token, share)`` when the generated part collapsed into one repeated token.
+
+    A greedy or under-trained model often writes one token over and over (``ROMEO:`` and 48
+    spaces); the pane then says so instead of leaving the user to think the model is broken.
+    Collapsed = at least 8 generated tokens and one token makes up 60% of them, or a final run
+    of one token covers at least half of them.
+    """
+    gen = [t for t, f in zip(tokens, fixed, strict=False) if not f]
+    if len(gen) < 8:
+        return None
+    counts: dict[int, int] = {}
+    for t in gen:
+        counts[t] = counts.get(t, 0) + 1
+    top, count = max(counts.items(), key=lambda kv: kv[1])
+    if count / len(gen) >= 0.6:
+        return top, count / len(gen)
+    run = 1
+    while run < len(gen) and gen[-run - 1] == gen[-1]:
+        run += 1
+    if run * 2 >= len(gen):
+        return gen[-1], run / len(gen)
+    return None

@@ -8,13 +8,16 @@ happens. Fixed positions (a prompt prefix, or the context of an infill template)
   ``random`` (same schedule, random order) and ``threshold`` (reveal every token whose
   confidence exceeds tau, at least one per step: far fewer model calls).
 - uniform process: ancestral sampling from pure noise, T -> 0, with a stride.
-- ar: left to right, one token per call.
+- ar: left to right, one token per call; block (BD3-LM): block by block, each block denoised
+  like the masked process. Both run with a key/value cache and to any length
+  (:mod:`ldlm_engine.decoding`); the full-sequence samplers continue window by window past
+  the model's seq_len.
 """
 
 from __future__ import annotations
 
+import functools
 import math
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,15 +25,15 @@ import torch
 
 from .config import SampleConfig
 from .errors import ConfigError
-from .processes import AutoregressiveProcess, MaskedProcess, NoiseProcess, UniformProcess
-
-MASK_MARKER = re.compile(r"\[MASK(?:\*(\d+))?\]")
-"""Infill marker in a prompt: ``[MASK]`` is one token to generate, ``[MASK*12]`` twelve."""
+from .processes import MaskedProcess, NoiseProcess, UniformProcess
+from .prompts import MASK_MARKER as MASK_MARKER  # prompts are parsed there; kept importable
+from .prompts import parse_template, render_text
 
 SAMPLERS: dict[str, tuple[str, ...]] = {
     "mask": ("low_confidence", "random", "threshold"),
     "uniform": ("uniform",),
     "ar": ("ar",),
+    "block": ("low_confidence", "threshold", "random"),
 }
 """Which samplers fit which process, the first being its default: the one table every front
 end and benchmark reads."""
@@ -40,10 +43,19 @@ end and benchmark reads."""
 class Frame:
     """The sequence after one model call, as plain Python data (safe to send to a UI thread).
 
-    ``tokens`` is the whole sequence (prompt included); ``masked[i]`` is True where position i
-    is still undecided (a mask for the masked process); ``changed`` lists the positions whose
-    token this call revealed or replaced; ``confidence[i]`` is the model's probability of the
-    token now at i (1.0 for fixed positions); ``fixed[i]`` marks prompt/infill context.
+    The lists ``tokens``, ``masked``, ``confidence`` and ``fixed`` cover positions ``offset``
+    .. ``offset + len(tokens) - 1``: the first frame (step 0) always covers the whole planned
+    sequence (prompt included) at offset 0; a later frame may cover only the part its call
+    worked on (a block, a token, a window), every position outside it is unchanged since the
+    previous frame, and those before ``offset`` are final. Full-sequence samplers within the
+    model's window keep offset 0. Feed every frame to a :class:`Transcript` for the whole text.
+
+    ``masked[i]`` is True where a position is still undecided (a mask for the masked
+    process); ``changed`` lists the absolute positions whose token this call revealed or
+    replaced; ``confidence[i]`` is the model's probability of the token (1.0 for fixed
+    positions); ``fixed[i]`` marks prompt/infill context. ``nfe`` counts model calls.
+    ``prompt_unseen`` > 0: the prompt was longer than the model's window and only its tail
+    (all but the first ``prompt_unseen`` tokens) conditioned the text.
     """
 
     step: int
@@ -54,36 +66,57 @@ class Frame:
     confidence: list[float]
     fixed: list[bool]
     done: bool = False
+    offset: int = 0
+    prompt_unseen: int = 0
 
 
-def parse_template(tokenizer, prompt: str, length: int) -> tuple[list[int], list[bool]]:
-    """Token ids and a 'fixed' flag per position for a prompt or an infill template.
+class Transcript:
+    """The whole sequence, rebuilt from frames that may cover only a part of it (``offset``).
 
-    Without markers the prompt is a fixed prefix followed by ``length`` generated positions;
-    with ``[MASK]``/``[MASK*N]`` markers exactly the marked positions are generated.
+    Feed it every frame in order (``apply``); slice assignment keeps that O(frame size).
     """
-    ids: list[int] = []
-    fixed: list[bool] = []
-    pos = 0
-    has_marker = False
-    for m in MASK_MARKER.finditer(prompt):
-        has_marker = True
-        piece = tokenizer.encode(prompt[pos : m.start()]) if m.start() > pos else []
-        ids += piece
-        fixed += [True] * len(piece)
-        n = int(m.group(1) or 1)
-        if n < 1:
-            raise ConfigError("an infill marker must ask for at least one token: [MASK*N], N>=1")
-        ids += [tokenizer.mask_id] * n
-        fixed += [False] * n
-        pos = m.end()
-    tail = tokenizer.encode(prompt[pos:]) if pos < len(prompt) else []
-    ids += tail
-    fixed += [True] * len(tail)
-    if not has_marker:
-        ids += [tokenizer.mask_id] * length
-        fixed += [False] * length
-    return ids, fixed
+
+    def __init__(self) -> None:
+        self.tokens: list[int] = []
+        self.masked: list[bool] = []
+        self.confidence: list[float] = []
+        self.fixed: list[bool] = []
+        self.last: Frame | None = None
+
+    def apply(self, frame: Frame) -> None:
+        start, end = frame.offset, frame.offset + len(frame.tokens)
+        if end > len(self.tokens):  # never for ldlm's samplers (frame 0 is the whole plan)
+            grow = end - len(self.tokens)
+            self.tokens += [0] * grow
+            self.masked += [True] * grow
+            self.confidence += [0.0] * grow
+            self.fixed += [False] * grow
+        self.tokens[start:end] = frame.tokens
+        self.masked[start:end] = frame.masked
+        self.confidence[start:end] = frame.confidence
+        self.fixed[start:end] = frame.fixed
+        self.last = frame
+
+    def frame(self) -> Frame:
+        """The latest frame as a full-sequence frame at offset 0."""
+        if self.last is None:
+            raise ValueError("no frame applied yet")
+        f = self.last
+        return Frame(
+            step=f.step,
+            nfe=f.nfe,
+            tokens=list(self.tokens),
+            masked=list(self.masked),
+            changed=list(f.changed),
+            confidence=list(self.confidence),
+            fixed=list(self.fixed),
+            done=f.done,
+            prompt_unseen=f.prompt_unseen,
+        )
+
+    def generated(self) -> list[int]:
+        """The tokens at positions that are not prompt/context."""
+        return [t for t, fx in zip(self.tokens, self.fixed, strict=True) if not fx]
 
 
 def resolve_sampler(process: NoiseProcess, name: str) -> str:
@@ -109,7 +142,16 @@ def generate(
     device: torch.device | str = "cpu",
     max_len: int | None = None,
 ) -> Iterator[Frame]:
-    """Yield a frame per model call; the last frame has ``done=True``."""
+    """Yield a frame per model call (after frame 0); the last frame has ``done=True``.
+
+    Any length works: past the model's ``seq_len`` (its window) ``ar`` and ``block`` move
+    their cached context along (re-anchoring every half window) and the full-sequence
+    samplers continue window by window (see :mod:`ldlm_engine.decoding`); a prompt longer
+    than the window conditions the text by its tail (``Frame.prompt_unseen``). ``max_len``,
+    when given, refuses longer requests instead. ``cfg.cache = False`` recomputes every call.
+    """
+    from . import decoding  # (it builds on this module's Frame)
+
     ids, fixed = parse_template(tokenizer, prompt, cfg.length)
     if max_len is not None and len(ids) > max_len:
         raise ConfigError(
@@ -118,34 +160,60 @@ def generate(
     if all(fixed):
         raise ConfigError("nothing to generate: ask for --length > 0 or mark [MASK] positions")
     sampler = resolve_sampler(process, cfg.sampler)
+    window = int(model.cfg.seq_len)
+    n_prompt = fixed.index(False)
+    continues = not any(fixed[n_prompt:])  # a prompt then only generated positions
+    left_to_right = process.kind in ("ar", "block")
+    if left_to_right and not continues:
+        raise ConfigError(
+            f"a {process.kind!r} model writes left to right and can only continue a prompt; "
+            "infill needs the mask process"
+        )
+    if len(ids) > window and not continues:
+        raise ConfigError(
+            f"an infill template of {len(ids)} tokens is longer than the model's window "
+            f"({window} tokens)"
+        )
     gen = torch.Generator().manual_seed(cfg.seed)
     was_training = model.training
     model.eval()
-    x = torch.tensor([ids], dtype=torch.long, device=device)
-    fixed_t = torch.tensor(fixed, dtype=torch.bool, device=device)
     try:
-        if sampler in ("low_confidence", "random", "threshold"):
-            yield from _masked(model, process, x, fixed_t, cfg, sampler, gen)
-        elif sampler == "uniform":
-            yield from _uniform(model, process, x, fixed_t, cfg, gen)
+        if left_to_right:
+            x = torch.tensor(ids, dtype=torch.long, device=device)
+            if process.kind == "ar":
+                yield from decoding.autoregressive(model, process, x, n_prompt, cfg, gen, window)
+            else:
+                yield from decoding.block_diffusion(
+                    model, process, x, n_prompt, cfg, sampler, gen, window
+                )
+            return
+        if sampler == "uniform":
+            run_window = functools.partial(_uniform, model, process, gen=gen)
         else:
-            yield from _autoregressive(model, process, x, fixed_t, cfg, gen)
+            run_window = functools.partial(_masked, model, process, sampler=sampler, gen=gen)
+        if len(ids) <= window:
+            x = torch.tensor([ids], dtype=torch.long, device=device)
+            yield from run_window(x, torch.tensor(fixed, dtype=torch.bool, device=device), cfg)
+        else:
+            yield from decoding.continuation(
+                run_window, ids, n_prompt, cfg, window, device, split_steps=sampler != "uniform"
+            )
     finally:
         model.train(was_training)
 
 
 def final_frame(model, process, tokenizer, cfg: SampleConfig, prompt: str = "", **kw) -> Frame:
-    """Run a sampler to the end; the last frame holds the text and the number of model calls."""
-    frame = None
-    for frame in generate(model, process, tokenizer, cfg, prompt, **kw):  # noqa: B007
-        pass
-    assert frame is not None
-    return frame
+    """Run a sampler to the end: the whole sequence (offset 0) and the number of model calls."""
+    transcript = Transcript()
+    for frame in generate(model, process, tokenizer, cfg, prompt, **kw):
+        transcript.apply(frame)
+    return transcript.frame()
 
 
 def sample_text(model, process, tokenizer, cfg: SampleConfig, prompt: str = "", **kw) -> str:
-    """Run a sampler to the end and decode the whole sequence (prompt included)."""
-    return tokenizer.decode(final_frame(model, process, tokenizer, cfg, prompt, **kw).tokens)
+    """Run a sampler to the end: the whole text, the prompt kept as typed (``render_text``)."""
+    frame = final_frame(model, process, tokenizer, cfg, prompt, **kw)
+    return render_text(tokenizer, prompt, frame.tokens)
 
 
 def _frame(step, nfe, x, masked, changed, conf, fixed, done=False) -> Frame:
@@ -271,24 +339,3 @@ def _uniform(model, process: UniformProcess, x, fixed, cfg: SampleConfig, gen):
         idx = process._allowed_index(x)
         conf = torch.where(fixed, 1.0, p_x0[0].gather(-1, idx[0][:, None]).squeeze(-1))
         yield _frame(k + 1, nfe, x, not_masked, changed, conf, fixed, done=last)
-
-
-def _autoregressive(model, process: AutoregressiveProcess, x, fixed, cfg: SampleConfig, gen):
-    """Left to right: one model call per generated token."""
-    gen_pos = (~fixed).nonzero().squeeze(1).tolist()
-    if gen_pos != list(range(gen_pos[0], x.shape[1])):
-        raise ConfigError("an ar model can only continue a prompt; infill needs a diffusion model")
-    conf = torch.where(fixed, 1.0, 0.0).double()
-    masked = ~fixed
-    yield _frame(0, 0, x, masked, [], conf, fixed)
-    for n, pos in enumerate(gen_pos, start=1):
-        logits = process.x0_logits(model, process.shift_right(x[:, : pos + 1]), None)[0, pos]
-        if cfg.temperature == 0:
-            tok = logits.argmax()
-        else:
-            probs = torch.softmax(logits.double() / cfg.temperature, dim=-1)
-            tok = torch.multinomial(probs.float().cpu(), 1, generator=gen)[0].to(x.device)
-        x[0, pos] = tok
-        conf[pos] = torch.softmax(logits.double(), dim=-1)[tok]
-        masked[pos] = False
-        yield _frame(n, n, x, masked, [pos], conf, fixed, done=n == len(gen_pos))

@@ -18,30 +18,37 @@ from typing import Any
 from .config import SampleConfig
 from .errors import ConfigError
 from .inference import LoadedRun, load_run
-from .prompts import describe_unknown, render_text, unknown_pieces
+from .prompts import describe_unknown, render_text, repeated_token, unknown_pieces
 from .runs import RunDir, resolve_run
-from .sampling import SAMPLERS, Frame, generate
+from .sampling import SAMPLERS, Frame, Transcript, generate
 
 
 @dataclass
 class TimedFrame:
     """One sampler frame with the sampling time spent so far (model work only, not drawing).
 
-    ``tokens``/``fixed`` are the whole sequence so far (prompt included), even when the
-    sampler reports only the window it is working on.
+    ``transcript`` holds the whole sequence so far (prompt included) even when the sampler
+    reports only the window it is working on; its lists are updated in place by later
+    frames, so copy what you keep.
     """
 
     frame: Frame
     elapsed_s: float
-    tokens: list[int]
-    fixed: list[bool]
+    transcript: Transcript
+
+    @property
+    def tokens(self) -> list[int]:
+        return self.transcript.tokens
+
+    @property
+    def fixed(self) -> list[bool]:
+        return self.transcript.fixed
 
     @property
     def generated(self) -> int:
-        """Generated positions decided so far."""
-        f = self.frame
-        undecided = sum(1 for m, fx in zip(f.masked, f.fixed, strict=True) if m and not fx)
-        return sum(1 for fx in self.fixed if not fx) - undecided
+        """Generated positions decided so far (O(length): call it per redraw, not per token)."""
+        t = self.transcript
+        return sum(1 for m, fx in zip(t.masked, t.fixed, strict=True) if not (m or fx))
 
     @property
     def tokens_per_s(self) -> float:
@@ -66,6 +73,7 @@ class GenerationResult:
     run: str
     step: int
     notes: list[str] = field(default_factory=list)
+    repetitive: bool = False  # the sample collapsed into one repeated token (repeated_token)
 
     @property
     def tokens_per_call(self) -> float:
@@ -75,24 +83,6 @@ class GenerationResult:
         d = dict(self.__dict__)
         d["tokens_per_call"] = self.tokens_per_call
         return d
-
-
-class _Accumulator:
-    """The full token sequence, from frames that may report only a window (``offset``)."""
-
-    def __init__(self) -> None:
-        self.tokens: list[int] = []
-        self.fixed: list[bool] = []
-
-    def apply(self, frame: Frame) -> None:
-        offset = getattr(frame, "offset", 0)
-        end = offset + len(frame.tokens)
-        if len(self.tokens) < end:
-            grow = end - len(self.tokens)
-            self.tokens.extend([0] * grow)
-            self.fixed.extend([False] * grow)
-        self.tokens[offset:end] = frame.tokens
-        self.fixed[offset:end] = frame.fixed
 
 
 class GenerationSession:
@@ -149,7 +139,7 @@ class GenerationSession:
         frames = generate(
             loaded.model, loaded.process, loaded.tokenizer, cfg, prompt, device=loaded.device
         )
-        acc = _Accumulator()
+        transcript = Transcript()
         elapsed = 0.0
         try:
             while True:
@@ -158,8 +148,8 @@ class GenerationSession:
                 elapsed += time.perf_counter() - t0
                 if frame is None:
                     return
-                acc.apply(frame)
-                yield TimedFrame(frame, elapsed, acc.tokens, acc.fixed)
+                transcript.apply(frame)
+                yield TimedFrame(frame, elapsed, transcript)
         finally:
             frames.close()
 
@@ -193,5 +183,21 @@ class GenerationSession:
             prompt=prompt,
             run=loaded.run.name,
             step=loaded.step,
-            notes=[n for n in (describe_unknown(unknown_pieces(loaded.tokenizer, prompt)),) if n],
+            notes=_notes(loaded, prompt, last.frame),
+            repetitive=repeated_token(last.tokens, last.fixed) is not None,
         )
+
+
+def _notes(loaded: LoadedRun, prompt: str, last: Frame) -> list[str]:
+    """What the user should know about a generation: what the model could not see."""
+    notes = []
+    unknown = describe_unknown(unknown_pieces(loaded.tokenizer, prompt))
+    if unknown:
+        notes.append(unknown)
+    if last.prompt_unseen:
+        notes.append(
+            f"the prompt is longer than the model's window ({loaded.config.model.seq_len} "
+            f"tokens): only its last part conditioned the text ({last.prompt_unseen} "
+            "tokens before it are kept in the text but were not seen)"
+        )
+    return notes

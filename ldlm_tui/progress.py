@@ -9,8 +9,8 @@ CI, a detached run's ``train.log``, ``TERM=dumb``)::
     eval step 100 | val ≤ 4.51 bits/char (±0.08)
     sample step 100 | 'the cat sat\\non the mat'
 
-:func:`render_frame` turns a denoising :class:`ldlm_engine.Frame` into a ``rich.text.Text``
-(generated text is never parsed as markup), for ``ldlm generate --animate`` and the TUI.
+:func:`render_frame` / :func:`render_transcript` (from :mod:`ldlm_tui.render`, shared with the
+app) turn denoising frames into a ``rich.text.Text`` (generated text is never parsed as markup).
 
 This module imports neither torch nor the engine at import time.
 """
@@ -26,8 +26,8 @@ from typing import IO, Any
 from rich.console import Console
 from rich.text import Text
 
-# Placeholder shown for a still-masked position while a sequence is being denoised.
-MASK_GLYPH = "·"
+# One renderer for the CLI and the app: re-exported for ``ldlm generate --animate``.
+from .render import MASK_GLYPH, render_frame, render_transcript  # noqa: F401
 
 
 def use_rich(stream: IO[str] | None = None) -> bool:
@@ -219,44 +219,3 @@ def make_training_display(stream: IO[str] | None = None) -> PlainDisplay | RichD
     if use_rich(stream):
         return RichDisplay(make_console(stream))
     return PlainDisplay(stream)
-
-
-# --------------------------------------------------------------------------- generation frames
-
-
-def _confidence_style(c: float) -> str:
-    """Low confidence red, through yellow, to high confidence green."""
-    c = min(1.0, max(0.0, float(c)))
-    if c < 0.5:
-        r, g = 255, int(510 * c)
-    else:
-        r, g = int(510 * (1.0 - c)), 255
-    return f"#{r:02x}{g:02x}40"
-
-
-def render_frame(frame: Any, tokenizer: Any, *, placeholder: str = MASK_GLYPH) -> Text:
-    """The sequence of a denoising frame as styled text.
-
-    Masked positions show ``placeholder``; tokens changed by this model call are highlighted
-    (reverse video); other generated tokens are coloured by confidence (red low, green high);
-    fixed context (the prompt, infill context) is dim. Token text is appended as plain text
-    (never parsed as markup); word tokens are separated by spaces.
-    """
-    out = Text()
-    changed = set(frame.changed)
-    sep = " " if getattr(tokenizer, "kind", "") == "word" else ""  # words carry no spaces
-    for i, tok in enumerate(frame.tokens):
-        if sep and i:
-            out.append(sep)
-        if frame.masked[i]:
-            out.append(placeholder, style="dim")
-            continue
-        piece = tokenizer.token_text(tok)
-        if frame.fixed[i]:
-            out.append(piece, style="dim")
-            continue
-        style = _confidence_style(frame.confidence[i])
-        if i in changed:
-            style += " bold reverse"
-        out.append(piece, style=style)
-    return out

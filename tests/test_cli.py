@@ -267,6 +267,8 @@ def batch(
         "eval_json": (("eval", "demo", "--json", *quick), session_home),
         "gen_json": (("generate", "demo", "--prompt", "The ", "--length", "64", "--json"),
                      session_home),
+        "gen_long": (("generate", "demo", "--prompt", "The ", "--length", "200", "--steps", "60",
+                      "--json"), session_home),
         "gen_infill_num": (("generate", "demo", "--prompt", INFILL, "--num", "3",
                             "--temperature", "1.0", "--json"), session_home),
         "resume": (("train", "--resume", homes["resume"] / "demo-copy", "--max-steps", "40",
@@ -303,6 +305,14 @@ def test_generate_json(batch) -> None:
     assert d["nfe"] >= 1 and d["steps"] >= 1 and d["tokens_per_s"] > 0
     assert d["sampler"] == "low_confidence"
     assert d["run"] == "demo" and d["step"] == DEMO_STEPS
+
+
+def test_generate_past_the_models_window(batch) -> None:
+    """200 tokens from a seq_len-72 masked model: windowed continuation, not an error."""
+    d = json.loads(_ok(batch, "gen_long").stdout)
+    assert d["generated_tokens"] == 200 and d["total_tokens"] == 204
+    assert d["text"].startswith("The ")
+    assert 3 <= d["nfe"] <= 60  # the steps budget is shared by the windows
 
 
 def test_generate_infill_keeps_context(batch) -> None:

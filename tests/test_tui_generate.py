@@ -1,7 +1,8 @@
-"""The Generate pane and the denoising view, driven through Textual's Pilot.
+"""The Generate pane and the shared text renderer, driven through Textual's Pilot.
 
-One tiny masked-diffusion model is trained once for the module (a few seconds on a CPU) into
-a temporary LDLM_HOME; the pane loads it with ``load_run`` exactly as it would a real run.
+Two tiny models (masked diffusion and ar, seq_len 32) are trained once for the module (a few
+seconds on a CPU) into a temporary LDLM_HOME; the pane loads them through the engine's
+GenerationSession exactly as it would real runs.
 """
 
 from __future__ import annotations
@@ -13,21 +14,26 @@ from pathlib import Path
 import pytest
 import torch
 from textual.app import App, ComposeResult
+from textual.widgets import Input
 
 from ldlm_engine import Frame, RunDir, Trainer, build_tokenizer, get_preset
-from ldlm_tui.screens.generate import GeneratePane
+from ldlm_engine.prompts import repeated_token
+from ldlm_engine.sampling import Transcript
+from ldlm_engine.session import GenerationSession
+from ldlm_tui.progress import render_transcript as cli_render_transcript
+from ldlm_tui.render import Tail, TokenTexts
+from ldlm_tui.screens.generate import HINT, GeneratePane
 from ldlm_tui.widgets.denoise import MASK_GLYPH, DenoiseView, render_frame
 
 TEXT = "the quick brown fox jumps over the lazy dog.\nab cd ef gh ij\n" * 150
 SEQ_LEN = 32
 
 
-@pytest.fixture(scope="module")
-def run_path(tmp_path_factory: pytest.TempPathFactory):
-    home = tmp_path_factory.mktemp("ldlm_home")
+def _train(name: str, kind: str) -> Path:
     cfg = get_preset("tiny")
     cfg.data.tokenizer = "char"
     cfg.data.source = "synthetic"
+    cfg.process.kind = kind
     cfg.model.seq_len = SEQ_LEN
     cfg.model.d_model = 32
     cfg.model.d_ff = 64
@@ -40,6 +46,16 @@ def run_path(tmp_path_factory: pytest.TempPathFactory):
     cfg.train.checkpoint_every = 0
     cfg.train.eval_tokens = 256
     cfg.sample.length = 12
+    rd = RunDir.create(cfg, name=name)
+    state = Trainer(cfg, run_dir=rd, text=TEXT, handle_signals=False).run()
+    rd.close()
+    assert state == "finished"
+    return rd.path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory):
+    home = tmp_path_factory.mktemp("ldlm_home")
     # One intra-op thread: on a busy 2-core machine, two threads spin against each other and
     # the tiny model trains and samples several times slower.
     threads = torch.get_num_threads()
@@ -47,13 +63,14 @@ def run_path(tmp_path_factory: pytest.TempPathFactory):
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("LDLM_HOME", str(home))
-            rd = RunDir.create(cfg, name="tiny-gen")
-            state = Trainer(cfg, run_dir=rd, text=TEXT, handle_signals=False).run()
-            rd.close()
-            assert state == "finished"
-            yield rd.path
+            yield {"mask": _train("tiny-gen", "mask"), "ar": _train("tiny-ar", "ar")}
     finally:
         torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def run_path(runs) -> Path:
+    return runs["mask"]
 
 
 class Host(App):
@@ -65,47 +82,62 @@ class Host(App):
         yield GeneratePane(id="gen", run=self._run)
 
 
-async def _wait_done(pilot, pane: GeneratePane, timeout: float = 20.0) -> None:
+async def _wait_done(pilot, pane: GeneratePane, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         await pilot.pause(0.05)
-        if not pane.generating and (pane.frames or pane.last_error):
+        if not pane.generating:
             await pilot.pause()
             return
     raise AssertionError("generation did not finish")
 
 
 def _set(pane: GeneratePane, **values: str) -> None:
-    from textual.widgets import Input
-
     for key, value in values.items():
         pane.query_one(f"#gen-{key.replace('_', '-')}", Input).value = value
 
 
-def test_generate_continues_prompt(run_path: Path) -> None:
+def test_generate_continues_prompt_through_the_session(run_path: Path) -> None:
     async def go() -> None:
         app = Host(str(run_path))
         async with app.run_test(size=(80, 24)) as pilot:
             pane = app.query_one(GeneratePane)
             assert "tiny-gen" in str(pane.query_one("#gen-run").render())
-            pane.query_one("#gen-prompt").focus()
+            prompt = pane.query_one("#gen-prompt")
+            prompt.focus()
             await pilot.press(*"the ")
-            _set(pane, length="10", temperature="0")
+            _set(pane, length="10", temperature="0.7", seed="5")
             await pilot.press("enter")
             await _wait_done(pilot, pane)
             assert pane.last_error is None
+            assert app.focused is prompt  # focus stays in the prompt after a generation
             frames, tok = pane.frames, pane.tokenizer
             last = frames[-1]
             assert last.done and not any(last.masked)
             assert len(frames) == last.nfe + 1 == 11  # initial frame + one per model call
             assert frames[0].nfe == 0 and all(frames[0].masked[4:])
             assert pane.position == len(frames) - 1
+            # The pane generated through the session: its report, the same text the CLI's
+            # path (GenerationSession.run with the same settings) writes.
+            res = pane.result
+            assert res is not None and res.nfe == 10 and res.temperature == 0.7
+            session = GenerationSession(device="cpu")
+            loaded = session.load(str(run_path))
+            cli = session.run(
+                loaded, session.settings(loaded, length=10, temperature=0.7, seed=5), "the "
+            )
+            assert res.text == cli.text and res.generated_tokens == 10
+            assert pane.session.load(str(run_path)) is pane.session.load(str(run_path))  # cached
             view = pane.query_one(DenoiseView)
             assert view.plain.startswith("the ") and MASK_GLYPH not in view.plain
-            assert "NFE 10" in view.status and "done" in view.status and "tok/s" in view.status
-            for f in frames:
-                assert render_frame(f, tok).plain.startswith("the ")
-            # Focus moved to the view: step back through the frames.
+            assert view.plain == res.text
+            status = view.status
+            assert "NFE 10" in status and "done" in status and "tok/s" in status
+            assert "1.00 tok/call" in status
+            for i in range(len(frames)):
+                assert render_frame(frames[i], tok).plain.startswith("the ")
+            # Out of the prompt (as Esc does), step back through the frames.
+            view.focus()
             await pilot.press("left")
             assert pane.position == len(frames) - 2
             assert view.plain.count(MASK_GLYPH) == 1
@@ -130,6 +162,8 @@ def test_generate_continues_prompt(run_path: Path) -> None:
             await pilot.press("end")
             await pilot.pause(0.3)
             assert pane.position == len(frames) - 1
+            await pilot.press("slash")
+            assert app.focused is prompt
 
     asyncio.run(go())
 
@@ -150,7 +184,8 @@ def test_infill_keeps_context_and_threshold_sampler(run_path: Path) -> None:
             assert frames[-1].done and not any(frames[-1].masked)
             assert len(frames) == frames[-1].nfe + 1
             assert len(frames[0].tokens) == 9
-            for f in frames:
+            for i in range(len(frames)):
+                f = frames[i]
                 text = render_frame(f, pane.tokenizer).plain
                 assert text.startswith("ab") and text.endswith("cd")
                 assert f.tokens[:2] == frames[0].tokens[:2]
@@ -160,33 +195,59 @@ def test_infill_keeps_context_and_threshold_sampler(run_path: Path) -> None:
     asyncio.run(go())
 
 
-def test_errors_are_notifications(run_path: Path) -> None:
+def test_errors_stay_in_the_pane_and_keep_the_output(run_path: Path) -> None:
     async def go() -> None:
         app = Host()  # no run yet
         async with app.run_test(size=(80, 24)) as pilot:
             pane = app.query_one(GeneratePane)
+            status = pane.query_one("#gen-status")
             await pilot.press("ctrl+g")
             assert pane.last_error and "no run" in pane.last_error
+            assert "no run" in pane.status_line and status.has_class("error")
             pane.set_run("tiny-gen")  # by name, under $LDLM_HOME
             await pilot.pause()
             assert "tiny-gen" in str(pane.query_one("#gen-run").render())
-            # A prompt longer than the model's context: the engine refuses, the app lives on.
-            pane.generate("the quick brown fox jumps over the lazy dog " * 2)
+            _set(pane, length="8")
+            assert pane.generate("the ")
             await _wait_done(pilot, pane)
-            assert pane.last_error and "seq_len" in pane.last_error
-            assert any("seq_len" in n.message for n in app._notifications)
+            assert pane.last_error is None and pane.status_line != "no run"
+            view = pane.query_one(DenoiseView)
+            before, n_frames = view.plain, len(pane.frames)
+            assert before.startswith("the ") and MASK_GLYPH not in before
+            # Lengths the model cannot do: the engine refuses, the output stays, the error
+            # stays on screen (no toast that fades).
+            _set(pane, length="100000")
+            assert pane.generate("the ")
+            await _wait_done(pilot, pane)
+            assert pane.last_error and "length" in pane.last_error
+            assert pane.last_error in pane.status_line and status.has_class("error")
+            assert view.plain == before and len(pane.frames) == n_frames
+            await pilot.pause(0.5)
+            assert pane.last_error in pane.status_line
+            _set(pane, length="")
+            pane.generate("ab[MASK*40]cd")  # an infill template longer than the window
+            await _wait_done(pilot, pane)
+            assert pane.last_error and "window" in pane.last_error
+            assert view.plain == before
             # A malformed setting never reaches the worker.
             _set(pane, steps="many")
             assert not pane.generate("the ")
             assert "steps" in (pane.last_error or "")
             _set(pane, steps="0", threshold="2")
             assert not pane.generate("the ")
-            assert "thr" in (pane.last_error or "")
-            # ...and a good request still works afterwards.
+            assert "threshold" in (pane.last_error or "")
+            assert view.plain == before
+            # ...and a good request still works afterwards, clearing the error.
             _set(pane, threshold="0.9", length="4")
             assert pane.generate("the ")
             await _wait_done(pilot, pane)
             assert pane.last_error is None and pane.frames[-1].done
+            assert not status.has_class("error")
+            # What the model could not see in the prompt is said, not silently dropped.
+            assert pane.generate("Zebra ")
+            await _wait_done(pilot, pane)
+            assert "vocabulary" in pane.status_line and "'Z'" in pane.status_line
+            assert status.has_class("warning") and pane.last_error is None
 
     asyncio.run(go())
 
@@ -201,17 +262,128 @@ def test_new_generation_cancels_old(run_path: Path) -> None:
             pane.generate("ab")
             await _wait_done(pilot, pane)
             assert pane.last_error is None
-            assert all(render_frame(f, pane.tokenizer).plain.startswith("ab") for f in pane.frames)
-            assert len(pane.frames) == pane.frames[-1].nfe + 1
+            frames = pane.frames
+            assert all(
+                render_frame(frames[i], pane.tokenizer).plain.startswith("ab")
+                for i in range(len(frames))
+            )
+            assert len(frames) == frames[-1].nfe + 1
 
     asyncio.run(go())
+
+
+def test_long_ar_generation_streams_and_scrolls(runs) -> None:
+    """An ar run writes 20x its seq_len: the text grows, the view follows the end until the
+    user scrolls up, the live status counts, and every frame can be stepped to afterwards."""
+    n = 640
+
+    async def go() -> None:
+        app = Host(str(runs["ar"]))
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.query_one(GeneratePane)
+            view = pane.query_one(DenoiseView)
+            _set(pane, length=str(n), temperature="1", seed="1")
+            assert pane.generate("the ")
+            seen_lengths: list[int] = []
+            scrolled_up_at: float | None = None
+            deadline = time.monotonic() + 60
+            while pane.generating and time.monotonic() < deadline:
+                await pilot.pause(0.02)
+                if pane.frames and pane.position >= 0:
+                    seen_lengths.append(len(view.plain))
+                if scrolled_up_at is None and view.max_scroll_y > 4 and pane.generating:
+                    # following: at the end, give or take the lines of the last redraw
+                    assert view.following and view.max_scroll_y - view.scroll_y <= 2
+                    assert "tok/s" in view.status and "1.00 tok/call" in view.status
+                    view.focus()
+                    await pilot.press("up", "up")
+                    scrolled_up_at = view.scroll_y
+                    assert not view.following
+            assert not pane.generating and pane.last_error is None
+            await pilot.pause(0.1)
+            frames = pane.frames
+            assert len(frames) == n + 1 and frames[-1].done and frames[-1].nfe == n
+            # The text grew while it was written (not n placeholders then a jump).
+            assert len(set(seen_lengths)) > 3 and seen_lengths == sorted(seen_lengths)
+            assert len(view.plain) >= n and MASK_GLYPH not in view.plain
+            shown = view.plain  # special tokens are drawn, the decoded text drops them
+            for special in ("<unk>", "<end>", "<start>", "<pad>"):
+                shown = shown.replace(special, "")
+            assert shown == pane.result.text
+            assert view.virtual_size.height > view.size.height
+            assert scrolled_up_at is not None  # (the text outgrew the view mid-generation)
+            assert view.scroll_y == scrolled_up_at < view.max_scroll_y  # the user's place kept
+            # Frames are stored compactly and rebuilt on demand: frame k has k tokens written.
+            assert frames.nbytes() < 2_000_000
+            for k in (1, 33, 300, n - 1):
+                f = frames[k]
+                written = zip(f.masked, f.fixed, strict=True)
+                assert sum(1 for m, fx in written if not m and not fx) == k
+            view.focus()
+            await pilot.press("home")  # frame 0: the prompt and what is to come
+            assert view.plain.startswith("the ") and f"{n} more to generate" in view.plain
+            await pilot.press("right")
+            assert pane.position == 1 and "more to generate" in view.plain
+            assert len(view.plain) < 80  # the prompt, one token and a note, not 640 glyphs
+            await pilot.press("end")
+            assert len(view.plain) >= n and "more to generate" not in view.plain
+            view.follow()
+            await pilot.pause()
+            assert view.following
+
+    asyncio.run(go())
+
+
+def test_sampler_row_takes_typed_values_and_fits_80_columns(run_path: Path) -> None:
+    async def go() -> None:
+        app = Host(str(run_path))
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.query_one(GeneratePane)
+            for key in (
+                "sampler",
+                "steps",
+                "length",
+                "temperature",
+                "block-length",
+                "threshold",
+                "seed",
+            ):
+                w = pane.query_one(f"#gen-{key}")
+                assert w.region.width >= 6 and w.region.right <= 80, key
+                assert w.tooltip, key
+            temp = pane.query_one("#gen-temperature", Input)
+            assert temp.value == "0"
+            await pilot.click(temp, offset=(3, 0))  # the focusing click selects the value...
+            await pilot.press(*"0.8")
+            assert temp.value == "0.8"  # ...so typing replaces it ("00.8" before)
+            await pilot.click(temp, offset=(1, 0))  # a second click places the cursor
+            await pilot.press("9")
+            assert temp.value == "09.8"
+            temp.value = "0.8"
+            pane.query_one("#gen-prompt").focus()
+            for _ in range(8):  # Tab to the field: it selects the whole value, typing replaces
+                await pilot.press("tab")
+                if app.focused is temp:
+                    break
+            assert app.focused is temp
+            await pilot.press(*"0.9")
+            assert temp.value == "0.9"
+            _set(pane, length="6", temperature="0.8")
+            pane.generate("ab")
+            await _wait_done(pilot, pane)
+            assert pane.result is not None and pane.result.temperature == 0.8
+
+    asyncio.run(go())
+
+
+# --------------------------------------------------------------------------- the renderer
 
 
 class _CharTok:
     """A stand-in tokenizer: id i is the i-th character of VOCAB (0..4 are specials)."""
 
     kind = "char"
-    VOCAB = "\x00\x01\x02\x03\x04 abcdefghijklmnopqrstuvwxyz.[]\n"
+    VOCAB = "\x00\x01\x02\x03\x04 abcdefghijklmnopqrstuvwxyz.[]\n\x1b"
 
     def token_text(self, i: int) -> str:
         return self.VOCAB[i]
@@ -249,6 +421,45 @@ def _frames() -> list[Frame]:
     return [first, last]
 
 
+def _windowed_frames() -> list[Frame]:
+    """Block-style frames: frame 0 plans 12 positions, later frames cover 4-token blocks."""
+    tok = _CharTok()
+    ids = tok.ids("ab cd efgh\x1bij")
+    n = len(ids)
+    frames = [
+        Frame(
+            0,
+            0,
+            ids[:2] + [4] * (n - 2),
+            [False] * 2 + [True] * (n - 2),
+            [],
+            [1.0] * 2 + [0.0] * (n - 2),
+            [True] * 2 + [False] * (n - 2),
+        )
+    ]
+    step = 0
+    for start in range(2, n, 4):
+        block = list(range(start, min(start + 4, n)))
+        for half in (block[:2], block[2:]):
+            step += 1
+            toks = [ids[p] if p in half or p < half[0] else 4 for p in block]
+            masked = [not (p in half or p < half[0]) for p in block]
+            frames.append(
+                Frame(
+                    step,
+                    step,
+                    toks,
+                    masked,
+                    half,
+                    [0.3 + 0.1 * (p % 5) for p in block],
+                    [False] * len(block),
+                    done=block[-1] == n - 1 and half is not block[:2],
+                    offset=start,
+                )
+            )
+    return frames
+
+
 def test_render_frame_styles() -> None:
     tok = _CharTok()
     first, last = _frames()
@@ -279,12 +490,148 @@ def test_render_word_tokens() -> None:
     assert render_frame(frame, tok).plain == f"the fox {MASK_GLYPH}.↵\nthe dog"
 
 
+def test_cli_and_app_render_the_same_text() -> None:
+    """`ldlm generate --animate` and the Generate pane draw every frame identically."""
+    frames = _windowed_frames()
+    tok = _CharTok()
+
+    async def go() -> None:
+        app = Host()
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.query_one(GeneratePane)
+            view = pane.query_one(DenoiseView)
+            transcript = Transcript()
+            for i, frame in enumerate(frames):
+                transcript.apply(frame)
+                cli = cli_render_transcript(transcript, tok)  # what the CLI draws
+                pane.load_frames(frames[: i + 1], tok)
+                await pilot.pause()
+                assert view.text.plain == cli.plain, i
+                assert view.text.spans == cli.spans, i
+            assert "␛" in view.text.plain  # the escape character is made visible
+            assert view.text.plain == "ab cd efgh␛ij"
+            assert "more to generate" in cli_render_transcript(_partial(frames, 2), tok).plain
+
+    asyncio.run(go())
+
+
+def _long_block_frames(n: int = 1500, bs: int = 8) -> list[Frame]:
+    """A block sampler's frames for n tokens of text with a line break every ~40 tokens."""
+    tok = _CharTok()
+    line = "the quick brown fox jumps over the dog.\n"
+    ids = tok.ids("ab") + [tok.ids(line[i % len(line)])[0] for i in range(n)]
+    total = len(ids)
+    first = [
+        Frame(
+            0,
+            0,
+            ids[:2] + [4] * n,
+            [False] * 2 + [True] * n,
+            [],
+            [1.0] * 2 + [0.0] * n,
+            [True] * 2 + [False] * n,
+        )
+    ]
+    frames, step = first, 0
+    for s in range(2, total, bs):
+        block = list(range(s, min(s + bs, total)))
+        for k in (len(block) // 2, len(block)):
+            step += 1
+            done = block[:k]
+            frames.append(
+                Frame(
+                    step,
+                    step,
+                    [ids[p] if p in done else 4 for p in block],
+                    [p not in done for p in block],
+                    done[-1:],
+                    [0.25 + 0.5 * (p % 2) for p in block],
+                    [False] * len(block),
+                    done=s + bs >= total and k == len(block),
+                    offset=s,
+                )
+            )
+    return frames
+
+
+def test_long_text_in_chunks_matches_the_cli() -> None:
+    """Frozen chunks of a long text draw exactly what the CLI draws, at any frame."""
+    frames = _long_block_frames()
+    tok = _CharTok()
+
+    async def go() -> None:
+        app = Host()
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.query_one(GeneratePane)
+            view = pane.query_one(DenoiseView)
+            pane.load_frames(frames, tok)
+            await pilot.pause()
+            assert len(view._chunks) >= 2  # most of the text is frozen, not redrawn
+            assert len(view._text) < 600  # the live part is small
+            for k in (len(frames) - 1, 5, 200, len(frames) // 2, len(frames) - 1):
+                pane.show_position(k)
+                await pilot.pause()
+                cli = cli_render_transcript(_partial(frames, k), tok)
+                assert view.plain == cli.plain, k
+
+    asyncio.run(go())
+
+
+def _partial(frames: list[Frame], k: int) -> Transcript:
+    t = Transcript()
+    for f in frames[: k + 1]:
+        t.apply(f)
+    return t
+
+
+def test_tail_keeps_the_last_lines() -> None:
+    from rich.console import Console
+    from rich.text import Text
+
+    console = Console(width=20, height=5, record=True, color_system=None)
+    console.print(Tail(Text("\n".join(f"line {i}" for i in range(50)))))
+    out = console.export_text().splitlines()
+    assert out == ["line 46", "line 47", "line 48", "line 49"]
+
+
+def test_repeated_token_hint() -> None:
+    fixed = [True] * 3 + [False] * 20
+    assert repeated_token([1, 2, 3] + [5] * 20, fixed) == (5, 1.0)
+    assert repeated_token([1, 2, 3] + list(range(6, 16)) + [7] * 10, fixed)[0] == 7
+    assert repeated_token([1, 2, 3, *list(range(20))], fixed) is None
+    assert repeated_token([1, 2, 3, 5, 5], [True] * 3 + [False] * 2) is None  # too short
+
+    async def go() -> None:
+        app = Host()
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.query_one(GeneratePane)
+            assert pane.status_line == HINT
+            tok = _CharTok()
+            ids = tok.ids("ab") + tok.ids(" ") * 20
+            n = len(ids)
+            frame = Frame(
+                1, 1, ids, [False] * n, [], [0.9] * n, [True] * 2 + [False] * 20, done=True
+            )
+            pane.load_frames([frame], tok)
+            await pilot.pause()
+            assert "repeats one token" in pane.status_line and "temp" in pane.status_line
+            assert pane.query_one("#gen-status").has_class("warning")
+
+    asyncio.run(go())
+
+
+def test_token_texts_sanitise_control_characters() -> None:
+    texts = TokenTexts(_CharTok())
+    assert texts(_CharTok.VOCAB.index("\x1b")) == "␛"
+    assert texts(_CharTok.VOCAB.index("\n")) == "\n"
+
+
 @pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
 def test_snapshot_hand_built_frame(snap_compare, size) -> None:
     async def before(pilot) -> None:
         pane = pilot.app.query_one(GeneratePane)
         pane.load_frames(_frames(), _CharTok(), times=[0.0, 0.05])
-        pane.query_one(DenoiseView).focus()  # as after Enter; and no blinking cursor
+        pane.query_one(DenoiseView).focus()  # and no blinking cursor
         await pilot.pause()
 
     assert snap_compare(Host(), terminal_size=size, run_before=before)

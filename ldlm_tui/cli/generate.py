@@ -90,6 +90,11 @@ def generate(
         if i == 0:
             for note in res.notes:  # once, not per sample
                 _err(f"ldlm: note: {note}")
+        if res.repetitive and not json_out:
+            _err(
+                "ldlm: note: the sample collapsed into one repeated token; try a higher "
+                "--temperature or a longer-trained model"
+            )
         results.append(res.to_dict())
         if json_out:
             continue

@@ -1,11 +1,19 @@
 """The Generate pane: prompt or infill template, sampler settings, and the denoising view.
 
-Generation runs in a thread worker: it loads the run (cached per run directory and checkpoint
-step, reloaded when a still-training run writes a newer checkpoint), iterates
-:func:`ldlm_engine.generate` and posts the frames to the UI in small batches, at most ~30 a
-second, so every model call is recorded (for stepping and replay afterwards) while the view
-redraws at most ~30 times a second and always shows the latest frame. Engine errors become a
-one-line notification. Starting a new generation cancels the one in flight.
+Generation goes through :class:`ldlm_engine.session.GenerationSession`, as ``ldlm generate``
+does: the session loads the run (cached per checkpoint, reloaded when a still-training run
+writes a newer one), validates the settings and times the sampler (model time only, so
+drawing never lowers the reported tokens/s). A thread worker iterates the session's stream
+and posts the frames to the UI in small batches, at most ~30 a second; every frame is kept
+(compactly, :class:`~ldlm_tui.widgets.frame_history.FrameHistory`) for stepping and replay,
+while the view redraws at most ~30 times a second and always shows the latest frame.
+
+Long generations (``ar`` and ``block`` at any length, ``mask`` by windows) stream: frames cover
+only the window being written (``Frame.offset``), the text grows block by block while the
+current block's denoising is animated, and the view follows the end unless scrolled up.
+
+Errors stay visible in the status line under the settings, in the pane's own words, and the
+previous output stays on screen. Starting a new generation cancels the one in flight.
 """
 
 from __future__ import annotations
@@ -13,7 +21,6 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import OrderedDict
 from typing import Any, ClassVar
 
 from rich.text import Text
@@ -28,17 +35,42 @@ from textual.widgets import Button, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from ldlm_engine import MASK_MARKER, ConfigError, LdlmError, RunConfig, SampleConfig
+from ldlm_engine.prompts import repeated_token
 from ldlm_engine.sampling import SAMPLERS
 
+from ..render import TokenTexts
 from ..widgets.denoise import DenoiseView
+from ..widgets.frame_history import FrameHistory
+from ..widgets.setting_input import SettingInput
 
 REDRAW_INTERVAL_S = 1 / 30
 """The worker posts frames at most this often (the final frame is always posted)."""
 
-MODEL_CACHE_SIZE = 2
-
 PROMPT_PLACEHOLDER = "prompt to continue, or an infill template: The [MASK*8] sat."
 HINT = "infill: [MASK] = 1 token, [MASK*N] = N tokens; else the prompt is continued"
+
+# (field, label, input type, tooltip): the sampler settings, in two rows that fit 80 columns.
+FIELDS: tuple[tuple[str, str, str, str], ...] = (
+    ("steps", "steps", "integer", "Model calls (0 = one per token; uniform: 100)."),
+    (
+        "length",
+        "length",
+        "integer",
+        "Tokens to generate (blank = the run's default, within the model's window). ar and "
+        "block write any length; mask continues window by window past the model's seq_len.",
+    ),
+    (
+        "temperature",
+        "temp",
+        "number",
+        "Sampling temperature: 0 = greedy (often one repeated token), 0.8-1 = livelier text.",
+    ),
+    ("block_length", "block", "integer", "Semi-autoregressive blocks (0 = one block)."),
+    ("threshold", "threshold", "number", "Confidence to reveal a token (threshold sampler)."),
+    ("seed", "seed", "integer", "Random seed: the same seed and settings give the same text."),
+)
+ROW_1 = ("steps", "length", "temperature")
+SAMPLER_TIP = "How tokens are chosen (the first is the process's natural sampler)."
 
 
 class _GenMessage(Message):
@@ -48,19 +80,28 @@ class _GenMessage(Message):
 
 
 class _RunLoaded(_GenMessage):
-    def __init__(self, gen_id: int, label: str) -> None:
+    def __init__(self, gen_id: int, label: str, kind: str) -> None:
         super().__init__(gen_id)
         self.label = label
+        self.kind = kind
 
 
 class _FramesReady(_GenMessage):
-    """A batch of frames (plain dataclasses of lists) with their times since the start."""
+    """A batch of frames (plain dataclasses of lists) with their model time so far."""
 
     def __init__(self, gen_id: int, frames: list[Any], times: list[float], tokenizer: Any):
         super().__init__(gen_id)
         self.frames = frames
         self.times = times
         self.tokenizer = tokenizer
+
+
+class _GenDone(_GenMessage):
+    """The session's report (plain data) once the last frame has been posted."""
+
+    def __init__(self, gen_id: int, result: Any) -> None:
+        super().__init__(gen_id)
+        self.result = result
 
 
 class _GenFailed(_GenMessage):
@@ -77,11 +118,11 @@ def _one_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
-def _parse_int(name: str, value: str, *, minimum: int | None = None, blank=None) -> Any:
+def _parse_int(name: str, value: str, *, minimum: int | None = None, blank: bool = False) -> Any:
     value = value.strip()
     if not value:
-        if blank is not None:
-            return blank
+        if blank:
+            return None
         raise ConfigError(f"{name} must not be empty")
     try:
         n = int(value)
@@ -108,7 +149,9 @@ class GeneratePane(Widget):
     """Generate text from a run and watch it being denoised; mount it inside a TabPane.
 
     ``GeneratePane(id=..., run=None)``; ``set_run(name_or_path)`` picks the run. ``frames``
-    holds every frame of the last generation, ``position`` the index on screen.
+    holds every frame of the last generation (``frames[i]`` is the whole sequence after
+    frame ``i``), ``position`` the index on screen, ``result`` the session's report of the
+    last finished generation, ``last_error`` the error shown in the status line.
     """
 
     DEFAULT_CSS = """
@@ -125,16 +168,19 @@ class GeneratePane(Widget):
     GeneratePane .gen-row {
         height: 1;
         width: 1fr;
+    }
+    GeneratePane #gen-prompt-row {
         margin-top: 1;
     }
     GeneratePane .gen-row Label {
         height: 1;
         width: auto;
-        margin: 0 0 0 1;
+        margin: 0 1 0 2;
         color: $text-muted;
     }
     GeneratePane .gen-row Label.first {
         margin: 0 1 0 0;
+        width: 7;
     }
     GeneratePane #gen-prompt {
         width: 1fr;
@@ -144,15 +190,21 @@ class GeneratePane(Widget):
         min-width: 10;
     }
     GeneratePane #gen-sampler {
-        width: 17;
+        width: 18;
     }
     GeneratePane .num {
-        width: 5;
+        width: 7;
     }
-    GeneratePane #gen-hint {
+    GeneratePane #gen-status {
         height: 1;
         width: 1fr;
         color: $text-muted;
+    }
+    GeneratePane #gen-status.error {
+        color: $error;
+    }
+    GeneratePane #gen-status.warning {
+        color: $warning;
     }
     """
 
@@ -164,7 +216,7 @@ class GeneratePane(Widget):
         Binding("home", "first", "First", show=False),
         Binding("end", "last", "Last", show=False),
         Binding("space", "replay", "Replay"),
-        Binding("p", "focus_prompt", "Prompt", show=False),
+        Binding("slash,i", "focus_prompt", "Prompt", show=False),
     ]
 
     def __init__(
@@ -177,61 +229,88 @@ class GeneratePane(Widget):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.run: str | None = None
-        self.frames: list[Any] = []
-        self.times: list[float] = []
+        self.frames = FrameHistory()
         self.position = -1
         self.tokenizer: Any = None
         self.generating = False
         self.last_error: str | None = None
+        self.result: Any = None
+        self._session: Any = None
+        self._pending: FrameHistory | None = None  # the new generation, until its 1st frame
         self._gen_id = 0
         self._live = True
         self._run_label = ""
         self._run_config: RunConfig | None = None
         self._process_kind = "mask"
+        self._status = ("", HINT)
         self._replay_timer: Timer | None = None
+        self._replay_stride = 1
         self._gen_lock = threading.Lock()
-        self._cache: OrderedDict[str, Any] = OrderedDict()
         if run is not None:
             self.set_run(run)
         else:
             self._run_label = "no run selected: open one from the Runs tab"
+
+    @property
+    def session(self) -> Any:
+        """The pane's :class:`GenerationSession` (created on first use; keeps loaded models)."""
+        if self._session is None:
+            from ldlm_engine.session import GenerationSession
+
+            self._session = GenerationSession(device="auto")
+        return self._session
+
+    @property
+    def times(self) -> list[float]:
+        """Model time (s) spent up to each frame."""
+        return [self.frames.elapsed(i) for i in range(len(self.frames))]
 
     # ------------------------------------------------------------------ layout
 
     def compose(self) -> ComposeResult:
         defaults = self._defaults()
         yield Static(Text(self._run_label), id="gen-run")
-        with Horizontal(classes="gen-row"):
+        with Horizontal(classes="gen-row", id="gen-prompt-row"):
             yield Label("prompt", classes="first")
-            yield Input(placeholder=PROMPT_PLACEHOLDER, id="gen-prompt", compact=True)
+            prompt = Input(placeholder=PROMPT_PLACEHOLDER, id="gen-prompt", compact=True)
+            prompt.tooltip = HINT + ". Enter generates."
+            yield prompt
             yield Button("Generate", id="gen-button", variant="primary", compact=True)
-        with Horizontal(classes="gen-row"):
+        with Horizontal(classes="gen-row", id="gen-row-1"):
+            yield Label("sampler", classes="first")
             samplers = SAMPLERS.get(self._process_kind, ("low_confidence",))
-            yield Select(
+            select = Select(
                 [(s, s) for s in samplers],
                 value=defaults["sampler"],
                 allow_blank=False,
                 id="gen-sampler",
                 compact=True,
             )
-            for key, label in (
-                ("steps", "steps"),
-                ("length", "len"),
-                ("temperature", "temp"),
-                ("block_length", "block"),
-                ("threshold", "thr"),
-                ("seed", "seed"),
-            ):
-                yield Label(label)
-                yield Input(
-                    defaults[key],
-                    id=f"gen-{key.replace('_', '-')}",
-                    classes="num",
-                    compact=True,
-                    placeholder="auto" if key == "length" else "",
-                )
-        yield Static(Text(HINT), id="gen-hint")
+            select.tooltip = SAMPLER_TIP
+            yield select
+            yield from self._fields(defaults, ROW_1)
+        with Horizontal(classes="gen-row", id="gen-row-2"):
+            rest = tuple(f[0] for f in FIELDS if f[0] not in ROW_1)
+            yield from self._fields(defaults, rest, first=True)
+        yield Static(self._status_text(), id="gen-status")
         yield DenoiseView(id="gen-view")
+
+    def _fields(self, defaults: dict[str, str], keys: tuple[str, ...], first: bool = False):
+        for key, label, kind, tip in FIELDS:
+            if key not in keys:
+                continue
+            yield Label(label, classes="first" if first else "")
+            first = False
+            field = SettingInput(
+                defaults[key],
+                id=f"gen-{key.replace('_', '-')}",
+                classes="num",
+                type=kind,  # type: ignore[arg-type]
+                compact=True,
+                placeholder="auto" if key == "length" else "",
+            )
+            field.tooltip = tip
+            yield field
 
     def _defaults(self) -> dict[str, str]:
         s = self._run_config.sample if self._run_config is not None else SampleConfig()
@@ -249,6 +328,25 @@ class GeneratePane(Widget):
     @property
     def view(self) -> DenoiseView:
         return self.query_one("#gen-view", DenoiseView)
+
+    # ------------------------------------------------------------------ status line
+
+    def _status_text(self) -> Text:
+        return Text(self._status[1], no_wrap=True, overflow="ellipsis")
+
+    def set_status(self, message: str, kind: str = "") -> None:
+        """Show ``message`` under the settings until the next generation; ``kind`` is
+        "error", "warning" or "" (a hint)."""
+        self._status = (kind, message or HINT)
+        if self.is_mounted:
+            status = self.query_one("#gen-status", Static)
+            status.set_class(kind == "error", "error")
+            status.set_class(kind == "warning", "warning")
+            status.update(self._status_text())
+
+    @property
+    def status_line(self) -> str:
+        return self._status[1]
 
     # ------------------------------------------------------------------ run selection
 
@@ -268,7 +366,7 @@ class GeneratePane(Widget):
             self._run_label = f"run {run}: {_one_line(e)}"
             self._update_run_label()
             if self.is_mounted:
-                self.notify(_one_line(e), title="generate", severity="error")
+                self._error(_one_line(e))
             return
         self._run_config = cfg
         self._process_kind = cfg.process.kind
@@ -290,7 +388,7 @@ class GeneratePane(Widget):
         select = self.query_one("#gen-sampler", Select)
         select.set_options([(s, s) for s in samplers])
         select.value = d["sampler"]
-        for key in ("steps", "length", "temperature", "block_length", "threshold", "seed"):
+        for key, *_ in FIELDS:
             self.query_one(f"#gen-{key.replace('_', '-')}", Input).value = d[key]
 
     # ------------------------------------------------------------------ generation
@@ -298,44 +396,48 @@ class GeneratePane(Widget):
     def _value(self, key: str) -> str:
         return self.query_one(f"#gen-{key.replace('_', '-')}", Input).value
 
-    def _read_settings(self) -> tuple[str, SampleConfig, int | None]:
-        """The prompt, a SampleConfig, and the length (None = fill the model's context)."""
+    def _read_settings(self) -> tuple[str, dict[str, Any]]:
+        """The prompt and the session overrides (length None = the run's default)."""
         prompt = self.query_one("#gen-prompt", Input).value
         sampler = self.query_one("#gen-sampler", Select).value
-        length = _parse_int("len", self._value("length"), minimum=1, blank=-1)
-        cfg = SampleConfig(
-            sampler=str(sampler) if isinstance(sampler, str) else "auto",
-            length=max(1, length),
-            steps=_parse_int("steps", self._value("steps"), minimum=0),
-            temperature=_parse_float("temp", self._value("temperature"), 0.0, 1e6),
-            block_length=_parse_int("block", self._value("block_length"), minimum=0),
-            threshold=_parse_float("thr", self._value("threshold"), 0.0, 1.0, lo_open=True),
-            seed=_parse_int("seed", self._value("seed")),
-        )
-        return prompt, cfg, (None if length < 0 else length)
+        overrides = {
+            "sampler": str(sampler) if isinstance(sampler, str) else "auto",
+            "length": _parse_int("length", self._value("length"), minimum=1, blank=True),
+            "steps": _parse_int("steps", self._value("steps"), minimum=0),
+            "temperature": _parse_float("temp", self._value("temperature"), 0.0, 1e6),
+            "block_length": _parse_int("block", self._value("block_length"), minimum=0),
+            "threshold": _parse_float(
+                "threshold", self._value("threshold"), 0.0, 1.0, lo_open=True
+            ),
+            "seed": _parse_int("seed", self._value("seed")),
+        }
+        return prompt, overrides
 
     def generate(self, prompt: str | None = None) -> bool:
-        """Start generating (cancelling any generation in flight); False on a bad setting."""
+        """Start generating (cancelling any generation in flight); False on a bad setting.
+
+        The previous output stays on screen until the new generation's first frame arrives,
+        and stays there if the new one fails.
+        """
         self._stop_replay()
         if prompt is not None:
             self.query_one("#gen-prompt", Input).value = prompt
         if self.run is None:
-            self._error("no run selected: open a run first")
+            self._error("no run selected: open one from the Runs tab")
             return False
         try:
-            prompt, cfg, length = self._read_settings()
+            prompt, overrides = self._read_settings()
         except LdlmError as e:
             self._error(_one_line(e))
             return False
         self._gen_id += 1
-        self.frames, self.times = [], []
-        self.position = -1
-        self._live = True
+        self._pending = FrameHistory()
         self.generating = True
         self.last_error = None
+        self.set_status(HINT)
         self.view.set_note(f"loading {self.run}…")
         self.run_worker(
-            lambda gid=self._gen_id, run=self.run: self._work(gid, run, prompt, cfg, length),
+            lambda gid=self._gen_id, run=self.run: self._work(gid, run, prompt, overrides),
             name="generate",
             group="ldlm-generate",
             thread=True,
@@ -344,28 +446,8 @@ class GeneratePane(Widget):
         )
         return True
 
-    def _load(self, run: str) -> Any:
-        """The run's model at its newest checkpoint (cached per run dir and step)."""
-        from ldlm_engine import load_run, resolve_run
-
-        rd = resolve_run(run)
-        key = str(rd.path.resolve())
-        cached = self._cache.get(key)
-        latest = rd.latest_checkpoint_step()
-        if cached is not None and (latest is None or latest == cached.step):
-            self._cache.move_to_end(key)
-            return cached
-        self._cache.pop(key, None)
-        loaded = load_run(rd)
-        self._cache[key] = loaded
-        while len(self._cache) > MODEL_CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return loaded
-
-    def _work(self, gen_id: int, run: str, prompt: str, cfg: SampleConfig, length: int | None):
-        """Thread worker: load, generate, post batches of frames; stops when cancelled."""
-        from ldlm_engine import generate
-
+    def _work(self, gen_id: int, run: str, prompt: str, overrides: dict[str, Any]) -> None:
+        """Thread worker: load, stream, post batches of frames; stops when cancelled."""
         worker = get_current_worker()
         # One generation at a time per pane: a cancelled one stops after its current call.
         while not self._gen_lock.acquire(timeout=0.05):
@@ -374,54 +456,50 @@ class GeneratePane(Widget):
         try:
             if worker.is_cancelled:
                 return
-            loaded = self._load(run)
+            session = self.session
+            loaded = session.load(run)
             mcfg = loaded.config.model
             label = (
                 f"run {loaded.run.name} · step {loaded.step} · {loaded.process.kind} process · "
                 f"{loaded.device.type} · seq_len {mcfg.seq_len}"
             )
-            self.post_message(_RunLoaded(gen_id, label))
-            if length is None:
+            self.post_message(_RunLoaded(gen_id, label, loaded.process.kind))
+            if overrides.get("length") is None and loaded.process.kind in ("mask", "uniform"):
+                # blank length: the run's default, kept within one window of the model
                 n_prompt = 0 if MASK_MARKER.search(prompt) else len(loaded.tokenizer.encode(prompt))
-                cfg.length = max(1, min(loaded.config.sample.length, mcfg.seq_len - n_prompt))
-            check = loaded.config.copy()
-            check.sample = cfg
-            check.validate()
-            batch: list[Any] = []
+                room = max(1, mcfg.seq_len - n_prompt)
+                overrides = {**overrides, "length": min(loaded.config.sample.length, room)}
+            cfg = session.settings(loaded, **overrides)
+            frames: list[Any] = []
             times: list[float] = []
+            last: Any = None
             last_post = 0.0
-            t0 = time.perf_counter()
-            frames = generate(
-                loaded.model,
-                loaded.process,
-                loaded.tokenizer,
-                cfg,
-                prompt,
-                device=loaded.device,
-                max_len=mcfg.seq_len,
-            )
+            stream = session.stream(loaded, cfg, prompt)
             try:
-                for frame in frames:
-                    now = time.perf_counter()
-                    batch.append(frame)
-                    times.append(now - t0)
+                for tf in stream:
                     if worker.is_cancelled:
                         return
-                    if frame.done or now - last_post >= REDRAW_INTERVAL_S:
-                        self.post_message(_FramesReady(gen_id, batch, times, loaded.tokenizer))
-                        batch, times, last_post = [], [], now
+                    last = tf
+                    frames.append(tf.frame)  # plain lists, fresh per frame: safe to hand over
+                    times.append(tf.elapsed_s)
+                    now = time.perf_counter()
+                    if tf.frame.done or now - last_post >= REDRAW_INTERVAL_S:
+                        self.post_message(_FramesReady(gen_id, frames, times, loaded.tokenizer))
+                        frames, times, last_post = [], [], now
             finally:
-                frames.close()
-            if batch:
-                self.post_message(_FramesReady(gen_id, batch, times, loaded.tokenizer))
-        except Exception as e:  # engine errors (and anything unexpected) become a notice
+                stream.close()
+            if frames:
+                self.post_message(_FramesReady(gen_id, frames, times, loaded.tokenizer))
+            if last is not None and not worker.is_cancelled:
+                self.post_message(_GenDone(gen_id, session.result(loaded, cfg, prompt, last)))
+        except Exception as e:  # engine errors (and anything unexpected) go to the status line
             self.post_message(_GenFailed(gen_id, _one_line(e)))
         finally:
             self._gen_lock.release()
 
     def _error(self, message: str) -> None:
         self.last_error = message
-        self.notify(message, title="generate", severity="error")
+        self.set_status(message, "error")
 
     # ------------------------------------------------------------------ worker messages
 
@@ -430,64 +508,94 @@ class GeneratePane(Widget):
         if message.gen_id != self._gen_id:
             return
         self._run_label = message.label
+        self._process_kind = message.kind
         self._update_run_label()
-        if not self.frames:
-            self.view.set_note("generating…")
+        self.view.set_note("generating…")
 
     @on(_FramesReady)
     def _on_frames(self, message: _FramesReady) -> None:
         if message.gen_id != self._gen_id:
             return
+        if self._pending is not None:  # the first frames: the new generation takes over
+            self.frames, self._pending = self._pending, None
+            self.result = None
+            self.position = -1
+            self._live = True
+            self.view.follow()
         self.tokenizer = message.tokenizer
-        self.frames.extend(message.frames)
-        self.times.extend(message.times)
-        if self.frames[-1].done:
-            self.generating = False
+        for frame, t in zip(message.frames, message.times, strict=True):
+            self.frames.append(frame, t)
         if self._live:
             self.position = len(self.frames) - 1
-            self._show()
-        else:
-            self._show()  # the frame count in the status line moved on
+        self._show()  # (when stepping back, the frame count in the status line moved on)
+
+    @on(_GenDone)
+    def _on_done(self, message: _GenDone) -> None:
+        if message.gen_id != self._gen_id:
+            return
+        self.generating = False
+        self.result = message.result
+        self._collapse_hint(getattr(message.result, "notes", ()))
 
     @on(_GenFailed)
     def _on_failed(self, message: _GenFailed) -> None:
         if message.gen_id != self._gen_id:
             return
         self.generating = False
-        self.view.set_note("")
-        if not self.frames:
-            self.view.show(None)
+        self._pending = None
+        self._show()  # the previous output (or the partial one) stays
         self._error(message.error)
+
+    def _collapse_hint(self, notes: list[str] | tuple[str, ...] = ()) -> None:
+        """Show the session's notes (e.g. prompt text the vocabulary lacks) and warn when the
+        sample is one token over and over (a greedy or young model)."""
+        parts = [str(n) for n in notes if n]
+        if self.frames:
+            tokens, fixed = self.frames.final_tokens()
+            found = repeated_token(tokens, fixed)
+            if found is not None:
+                tok, share = found
+                texts = TokenTexts(self.tokenizer) if self.tokenizer is not None else str
+                shown = texts(tok)
+                shown = repr(shown) if shown.strip() else repr(shown).replace(" ", "␠")
+                advice = "raise temp (0.8-1)" if self._temperature() == 0 else "train longer"
+                parts.append(
+                    f"the sample repeats one token ({shown}, {share:.0%}): "
+                    f"{advice} for livelier text"
+                )
+        if parts:
+            self.set_status(" · ".join(parts), "warning")
+
+    def _temperature(self) -> float:
+        try:
+            return float(self._value("temperature"))
+        except ValueError:
+            return -1.0
 
     # ------------------------------------------------------------------ display
 
     def tokens_per_s(self, index: int) -> float | None:
-        """Generated tokens decided per second of sampling, up to frame ``index``."""
-        if not (0 <= index < len(self.frames)) or index >= len(self.times):
+        """Generated tokens decided per second of model time, up to frame ``index``."""
+        if not (0 <= index < len(self.frames)):
             return None
-        elapsed = self.times[index]
-        frame = self.frames[index]
-        if elapsed <= 1e-6 or frame.nfe == 0:
-            return None
-        if frame.done:
-            n = sum(1 for f in frame.fixed if not f)
-        elif any(self.frames[0].masked):
-            n = sum(1 for m, f in zip(frame.masked, frame.fixed, strict=False) if not m and not f)
-        else:  # uniform: every position holds a token from the start; count at the end
-            return None
-        return n / elapsed
+        return self.frames.tokens_per_s(index)
 
     def _show(self) -> None:
         if not self.frames or self.position < 0:
             self.view.show(None)
             return
         i = self.position
-        self.view.show(
-            self.frames[i],
+        end = self.frames.end(i)
+        if i == 0 and self._process_kind in ("ar", "block"):
+            fixed = self.frames.slice(0).fixed
+            end = fixed.index(False) if False in fixed else end  # just the prompt, then a note
+        self.view.show_history(
+            self.frames,
+            i,
             self.tokenizer,
-            tokens_per_s=self.tokens_per_s(i),
-            position=i,
-            total=len(self.frames),
+            end=end,
+            tokens_per_s=self.frames.tokens_per_s(i),
+            tokens_per_call=self.frames.tokens_per_call(i),
         )
 
     def load_frames(self, frames: list[Any], tokenizer: Any, times: list[float] | None = None):
@@ -495,12 +603,18 @@ class GeneratePane(Widget):
         self._stop_replay()
         self._gen_id += 1  # anything still in flight is now stale
         self.generating = False
+        self._pending = None
         self.tokenizer = tokenizer
-        self.frames = list(frames)
-        self.times = list(times) if times is not None else []
+        self.frames = FrameHistory()
+        for i, f in enumerate(frames):
+            self.frames.append(f, times[i] if times is not None and i < len(times) else 0.0)
         self.position = len(self.frames) - 1
         self._live = True
+        self.last_error = None
+        self.set_status(HINT)
         self._show()
+        if self.frames and self.frames[-1].done:
+            self._collapse_hint()
 
     def show_position(self, index: int) -> None:
         """Show frame ``index`` (clamped); following the live generation stops unless last."""
@@ -518,8 +632,7 @@ class GeneratePane(Widget):
     # ------------------------------------------------------------------ actions
 
     def action_generate(self) -> None:
-        if self.generate():
-            self.view.focus()
+        self.generate()  # focus stays where it is (the prompt, after Enter)
 
     def action_step(self, delta: int) -> None:
         self._stop_replay()
@@ -534,13 +647,16 @@ class GeneratePane(Widget):
         self.show_position(len(self.frames) - 1)
 
     def action_replay(self) -> None:
-        """Replay the animation from the first frame (about 2 s, 5-30 frames a second)."""
+        """Replay the animation from the first frame (about 2-10 s, 5-30 frames a second;
+        a long generation skips frames to stay within that)."""
         self._stop_replay()
-        if len(self.frames) < 2:
+        n = len(self.frames)
+        if n < 2:
             return
         self.show_position(0)
         self._live = False
-        interval = min(0.2, max(REDRAW_INTERVAL_S, 2.0 / len(self.frames)))
+        self._replay_stride = max(1, math.ceil(n / (10 / REDRAW_INTERVAL_S)))
+        interval = min(0.2, max(REDRAW_INTERVAL_S, 2.0 / n))
         self._replay_timer = self.set_interval(interval, self._replay_tick)
 
     def _replay_tick(self) -> None:
@@ -548,10 +664,14 @@ class GeneratePane(Widget):
             self._stop_replay()
             self._live = True
             return
-        self.show_position(self.position + 1)
+        self.show_position(min(len(self.frames) - 1, self.position + self._replay_stride))
 
     def action_focus_prompt(self) -> None:
         self.query_one("#gen-prompt", Input).focus()
+
+    def focus_prompt(self) -> None:
+        """Put the cursor in the prompt (for the app: when the tab opens)."""
+        self.action_focus_prompt()
 
     @on(Input.Submitted)
     def _on_submitted(self, event: Input.Submitted) -> None:

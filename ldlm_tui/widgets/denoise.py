@@ -1,149 +1,53 @@
-"""The denoising view: one sampler :class:`~ldlm_engine.Frame` drawn as styled text.
+"""The denoising view: the text of a generation as it is being written, drawn by
+:mod:`ldlm_tui.render` (the same renderer as ``ldlm generate --animate``).
 
-Still-masked positions show as a placeholder glyph (one per token), the tokens this model call
-revealed or changed are highlighted (reverse + bold), every generated token is coloured by the
-model's confidence in it (red → yellow → green) and fixed context (prompt, infill context) is
-dimmed. The text is built as one :class:`rich.text.Text` per frame by appending each token's
-``tokenizer.token_text(id)`` with a style: generated text is never parsed as markup.
+The view scrolls, and follows the end of the text while it grows unless the user scrolls up;
+scrolling back to the bottom follows again. A long generation is drawn in chunks: text that a
+windowed sampler has finished (before ``Frame.offset``) is frozen into a ``Static`` of its own
+once it ends in a line break, so each redraw renders and wraps only the part still changing,
+not the 10,000 tokens above it. Its border carries a colour
+legend (title) and the status line (subtitle: step, NFE, tokens/s, tokens per call, frame).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from rich.style import Style
 from rich.text import Text
 from textual.binding import Binding, BindingType
 from textual.containers import VerticalScroll
 from textual.widgets import Static
 
-MASK_GLYPH = "░"
-"""Placeholder for a position that is still masked (one glyph per token)."""
+from ..render import MASK_GLYPH, NEWLINE_MARK, TokenTexts, legend, render_frame, render_sequence
 
-NEWLINE_MARK = "↵"
-"""Shown (highlighted) before a line break that this frame revealed, so it stays visible."""
+CHUNK_MIN = 512
+"""Final text is frozen into a chunk of its own once this many tokens end in a line break."""
+CHUNK_MAX = 2048
+"""...or at this many tokens without one (the chunk then ends mid-line)."""
 
-# Word tokens are shown space-separated, except around this punctuation (a light version of
-# the word tokenizer's own detokenizer: the view must not reflow as tokens get revealed).
-_NO_SPACE_BEFORE = frozenset(".,;:!?)]}%")
-_NO_SPACE_AFTER = frozenset("([{")
-
-_N_COLOURS = 21
-# Control characters a model might emit would move the terminal's cursor: draw them as the
-# Unicode "control pictures" instead (tab and newline keep their meaning).
-_CONTROL = {c: 0x2400 + c for c in range(32) if c not in (9, 10)}
-_CONTROL[127] = 0x2421
-
-
-def confidence_rgb(c: float) -> tuple[int, int, int]:
-    """Red (0) → yellow (0.5) → green (1), softened so it reads on dark and light themes."""
-    c = 0.0 if c != c else min(1.0, max(0.0, float(c)))
-    red, yellow, green = (220, 60, 60), (220, 190, 50), (70, 190, 80)
-    a, b, t = (red, yellow, c * 2) if c < 0.5 else (yellow, green, c * 2 - 1)
-    return tuple(round(x + (y - x) * t) for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
-
-
-def _rgb(c: tuple[int, int, int]) -> str:
-    return f"rgb({c[0]},{c[1]},{c[2]})"
-
-
-CONF_STYLES = [Style(color=_rgb(confidence_rgb(i / (_N_COLOURS - 1)))) for i in range(_N_COLOURS)]
-HIGHLIGHT_STYLES = [s + Style(bold=True, reverse=True) for s in CONF_STYLES]
-FIXED_STYLE = Style(dim=True)
-MASK_STYLE = Style(color="rgb(110,110,110)")
-MASK_HIGHLIGHT_STYLE = MASK_STYLE + Style(bold=True, reverse=True)
-
-
-def _bucket(c: float) -> int:
-    if c != c:  # NaN
-        return 0
-    return min(_N_COLOURS - 1, max(0, round(c * (_N_COLOURS - 1))))
-
-
-class _TokenTexts:
-    """Display strings of a tokenizer's tokens, sanitised once and cached per id."""
-
-    def __init__(self, tokenizer: Any) -> None:
-        self.tokenizer = tokenizer
-        self.words = getattr(tokenizer, "kind", "") == "word"
-        self._cache: dict[int, str] = {}
-
-    def __call__(self, id: int) -> str:
-        s = self._cache.get(id)
-        if s is None:
-            try:
-                s = str(self.tokenizer.token_text(id))
-            except Exception:  # a broken vocabulary entry must not break the view
-                s = "\ufffd"
-            s = s.translate(_CONTROL)
-            self._cache[id] = s
-        return s
-
-
-def render_frame(frame: Any, tokenizer: Any, *, _texts: _TokenTexts | None = None) -> Text:
-    """One frame as a styled :class:`Text` (consecutive same-style tokens share one span)."""
-    texts = _texts if _texts is not None else _TokenTexts(tokenizer)
-    out = Text(overflow="fold", no_wrap=False, end="")
-    changed = set(frame.changed)
-    masked, fixed, conf = frame.masked, frame.fixed, frame.confidence
-    n_conf = len(conf)
-    run: list[str] = []
-    run_style: Style | None = None
-    glue = True  # word tokens: no space at the start of the text or of a line
-    for i, tok in enumerate(frame.tokens):
-        is_masked = masked[i] if i < len(masked) else False
-        if is_masked:
-            piece = MASK_GLYPH
-            style = MASK_HIGHLIGHT_STYLE if i in changed else MASK_STYLE
-        else:
-            piece = texts(tok)
-            if i < len(fixed) and fixed[i]:
-                style = FIXED_STYLE
-            else:
-                k = _bucket(conf[i]) if i < n_conf else 0
-                if i in changed:
-                    style = HIGHLIGHT_STYLES[k]
-                    if "\n" in piece:
-                        piece = piece.replace("\n", NEWLINE_MARK + "\n")
-                    elif piece == "" or piece.isspace():
-                        # A revealed space would be an invisible highlight: mark it.
-                        piece = piece or " "
-                else:
-                    style = CONF_STYLES[k]
-        if texts.words:
-            starts_line = piece.startswith("\n") or piece.startswith(NEWLINE_MARK)
-            if not glue and not starts_line and piece not in _NO_SPACE_BEFORE:
-                if style is run_style:
-                    run.append(" ")
-                else:
-                    if run:
-                        out.append("".join(run), run_style)
-                    run, run_style = [" "], None
-            glue = piece.endswith("\n") or piece in _NO_SPACE_AFTER
-        if style is not run_style:
-            if run:
-                out.append("".join(run), run_style)
-            run, run_style = [], style
-        run.append(piece)
-    if run:
-        out.append("".join(run), run_style)
-    return out
+__all__ = ["MASK_GLYPH", "NEWLINE_MARK", "DenoiseView", "frame_status", "render_frame"]
 
 
 def frame_status(
     frame: Any,
     *,
     tokens_per_s: float | None = None,
+    tokens_per_call: float | None = None,
     position: int | None = None,
     total: int | None = None,
+    length: int | None = None,
 ) -> str:
-    """The one-line summary under the text: step, NFE, tokens/s, frame index, done."""
+    """The one-line summary under the text: step, NFE, tokens/s, tokens/call, frame, done."""
     parts = [f"step {frame.step}", f"NFE {frame.nfe}"]
     if tokens_per_s is not None and tokens_per_s == tokens_per_s:
         parts.append(f"{tokens_per_s:,.0f} tok/s")
+    if tokens_per_call is not None and tokens_per_call == tokens_per_call:
+        parts.append(f"{tokens_per_call:.2f} tok/call")
     n_masked = sum(1 for m in frame.masked if m)
     if n_masked:
-        parts.append(f"{n_masked} masked")
+        parts.append(f"{n_masked:,} masked")
+    if length is not None and length > 0:
+        parts.append(f"{length:,} tok")
     if position is not None and total:
         parts.append(f"frame {position + 1}/{total}")
     parts.append("done" if frame.done else "…")
@@ -151,12 +55,13 @@ def frame_status(
 
 
 class DenoiseView(VerticalScroll, inherit_bindings=False):
-    """Shows one frame of a generation; scrolls vertically when the text is long.
+    """Shows one frame of a generation; scrolls vertically, following the end of the text.
 
-    ``show(frame)`` redraws (one :class:`Text` per call). ``plain`` is the text shown
-    (``""`` before the first frame) and ``status`` the status line (also the border subtitle).
-    Left/right/home/end are deliberately not bound here so a parent can use them to step
-    through frames.
+    ``show(frame, end=...)`` redraws (one :class:`Text` per call) from a full-sequence frame
+    (offset 0); ``end`` is where the sampler's current window ends (later positions are
+    summarised). ``plain`` is the text shown (``""`` before the first frame) and ``status``
+    the status line (also the border subtitle). Left/right/home/end are deliberately not
+    bound here so a parent can use them to step through frames.
     """
 
     DEFAULT_CSS = """
@@ -171,7 +76,7 @@ class DenoiseView(VerticalScroll, inherit_bindings=False):
     DenoiseView:focus {
         border: round $primary;
     }
-    DenoiseView > #denoise-body {
+    DenoiseView > #denoise-body, DenoiseView > .denoise-chunk {
         width: 1fr;
         height: auto;
     }
@@ -195,13 +100,16 @@ class DenoiseView(VerticalScroll, inherit_bindings=False):
         classes: str | None = None,
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
-        self._texts: _TokenTexts | None = None
+        self._texts: TokenTexts | None = None
         self.tokenizer = tokenizer
         self.frame: Any = None
         self._text = Text("")
         self._body: Text = Text(self.EMPTY_HINT, style="dim")
         self._status = ""
-        self.border_title = "denoising"
+        self._follow = True
+        self._chunks: list[tuple[int, int, Text, bool, Static]] = []  # start, end, text, cut
+        self._chunk_key: object = None
+        self.border_title = legend()
 
     @property
     def tokenizer(self) -> Any:
@@ -211,52 +119,172 @@ class DenoiseView(VerticalScroll, inherit_bindings=False):
     def tokenizer(self, tokenizer: Any) -> None:
         self._tokenizer = tokenizer
         if self._texts is None or self._texts.tokenizer is not tokenizer:
-            self._texts = _TokenTexts(tokenizer) if tokenizer is not None else None
+            self._texts = TokenTexts(tokenizer) if tokenizer is not None else None
 
     def compose(self):
         yield Static(self._body, id="denoise-body")
 
+    def watch_scroll_y(self, old_value: float, new_value: float) -> None:
+        super().watch_scroll_y(old_value, new_value)
+        if new_value >= self.max_scroll_y:  # at the bottom (or clamped to it): follow
+            self._follow = True
+        elif new_value < old_value:  # the user scrolled up: stay where they are
+            self._follow = False
+
+    @property
+    def following(self) -> bool:
+        """Whether the view keeps the end of the text in sight as it grows."""
+        return self._follow
+
+    def follow(self) -> None:
+        """Jump to the end of the text and keep following it."""
+        self._follow = True
+        self.scroll_end(animate=False)
+
     @property
     def text(self) -> Text:
-        """The rendered text of the current frame."""
-        return self._text
+        """The rendered text of the current frame (frozen chunks included)."""
+        if not self._chunks:
+            return self._text
+        out = Text(end="")
+        for _, _, text, cut, _ in self._chunks:
+            out.append_text(text)
+            if cut:
+                out.append("\n")
+        out.append_text(self._text)
+        return out
 
     @property
     def plain(self) -> str:
         """The current frame's text without styles (placeholders included)."""
-        return self._text.plain
+        return self.text.plain
 
     @property
     def status(self) -> str:
         return self._status
+
+    def _clear_chunks(self) -> None:
+        for *_, widget in self._chunks:
+            widget.remove()
+        self._chunks = []
+
+    def show_history(
+        self,
+        history: Any,
+        index: int,
+        tokenizer: Any = None,
+        *,
+        end: int | None = None,
+        tokens_per_s: float | None = None,
+        tokens_per_call: float | None = None,
+    ) -> None:
+        """Draw frame ``index`` of a :class:`FrameHistory`, reusing the frozen chunks of it.
+
+        Chunks stay valid for any frame whose final part covers them (stepping back drops
+        the ones it does not); a new history starts over.
+        """
+        if tokenizer is not None:
+            self.tokenizer = tokenizer
+        if self._texts is None:
+            self.show(None)
+            return
+        if self._chunk_key is not history:
+            self._clear_chunks()
+            self._chunk_key = history
+        final = history.final(index)
+        while self._chunks and self._chunks[-1][1] > final:
+            self._chunks.pop()[-1].remove()
+        sealed = self._chunks[-1][1] if self._chunks else 0
+        part = history.slice(index, sealed)
+        texts = self._texts
+        body = self.query_one("#denoise-body", Static) if self.is_mounted else None
+        while body is not None and final - sealed >= CHUNK_MIN:
+            cut = None
+            hi = min(final, sealed + CHUNK_MAX)
+            for a in range(sealed + CHUNK_MIN - 1, hi):  # the first line break past the minimum
+                if texts(part.tokens[a - part.offset]).endswith("\n"):
+                    cut = a + 1
+                    break
+            if cut is None:
+                if final - sealed < CHUNK_MAX:
+                    break
+                cut = hi
+            args = (part.tokens, part.masked, part.confidence, part.fixed, ())
+            text = render_sequence(
+                *args, texts, start=sealed, end=cut, base=part.offset, note=False
+            )
+            newline = text.plain.endswith("\n")
+            if newline:
+                text.right_crop(1)  # the next chunk starts on a line of its own anyway
+            widget = Static(text, classes="denoise-chunk")
+            self.mount(widget, before=body)
+            self._chunks.append((sealed, cut, text, newline, widget))
+            sealed = cut
+        self._draw_frame(
+            part,
+            start=sealed,
+            end=end,
+            tokens_per_s=tokens_per_s,
+            tokens_per_call=tokens_per_call,
+            position=index,
+            total=len(history),
+            length=history.length(index),
+        )
 
     def show(
         self,
         frame: Any,
         tokenizer: Any = None,
         *,
+        end: int | None = None,
         tokens_per_s: float | None = None,
+        tokens_per_call: float | None = None,
         position: int | None = None,
         total: int | None = None,
     ) -> None:
-        """Draw ``frame`` (None clears the view)."""
+        """Draw ``frame`` (a full-sequence frame; None clears the view)."""
         if tokenizer is not None:
             self.tokenizer = tokenizer
+        self._clear_chunks()
+        self._chunk_key = None
+        self._draw_frame(
+            frame,
+            end=end,
+            tokens_per_s=tokens_per_s,
+            tokens_per_call=tokens_per_call,
+            position=position,
+            total=total,
+            length=len(frame.tokens) if frame is not None else None,
+        )
+
+    def _draw_frame(self, frame: Any, *, start: int = 0, length: int | None = None, **kw) -> None:
+        end = kw.pop("end", None)
         self.frame = frame
         if frame is None or self._texts is None:
             self._text = Text("")
             self._status = ""
             body = Text(self.EMPTY_HINT, style="dim")
         else:
-            self._text = render_frame(frame, self._tokenizer, _texts=self._texts)
-            self._status = frame_status(
-                frame, tokens_per_s=tokens_per_s, position=position, total=total
+            self._text = render_sequence(
+                frame.tokens,
+                frame.masked,
+                frame.confidence,
+                frame.fixed,
+                frame.changed,
+                self._texts,
+                end=end,
+                start=start,
+                base=getattr(frame, "offset", 0),
             )
+            shown = length if length is not None and length > 256 else None
+            self._status = frame_status(frame, length=shown, **kw)
             body = self._text
         self._body = body
         self.border_subtitle = Text(self._status) if self._status else None
         if self.is_mounted:
             self.query_one("#denoise-body", Static).update(body)
+            if self._follow:
+                self.scroll_end(animate=False)  # after the refresh that lays out the new text
 
     def set_note(self, note: str) -> None:
         """Replace the status line with a short note (e.g. "loading run…")."""
