@@ -23,20 +23,13 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import SampleConfig
+from .config import SAMPLERS_BY_PROCESS, SampleConfig
 from .errors import ConfigError
 from .processes import MaskedProcess, NoiseProcess, UniformProcess
 from .prompts import MASK_MARKER as MASK_MARKER  # prompts are parsed there; kept importable
 from .prompts import parse_template, render_text
 
-SAMPLERS: dict[str, tuple[str, ...]] = {
-    "mask": ("low_confidence", "random", "threshold"),
-    "uniform": ("uniform",),
-    "ar": ("ar",),
-    "block": ("low_confidence", "threshold", "random"),
-}
-"""Which samplers fit which process, the first being its default: the one table every front
-end and benchmark reads."""
+SAMPLERS = SAMPLERS_BY_PROCESS  # the one table (in config: torch-free), re-exported
 
 
 @dataclass
