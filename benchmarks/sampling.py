@@ -46,8 +46,10 @@ import torch
 import torch.nn.functional as F
 from common import default_corpus, machine, median
 
-from ldlm_engine import SampleConfig, Trainer, adapt_process, final_frame, get_preset, load_run
+from ldlm_engine import GenerationSession, SampleConfig, Trainer, adapt_process, get_preset
 from ldlm_engine.sampling import MASK_MARKER
+
+SESSION: GenerationSession  # set in main() for the chosen device
 
 
 @dataclass
@@ -62,6 +64,7 @@ class Model:
     source: str  # "trained here (...)" or "run NAME"
     val_bits_per_char: float | None = None
     val_ids: torch.Tensor | None = None  # held-out token stream (for the real-text reference)
+    loaded: object = None  # the run as the generation session loaded it
 
 
 @dataclass
@@ -165,7 +168,7 @@ def train_models(kinds: list[str], args, where: Path, log) -> dict[str, tuple[st
 def load_model(kind: str, name: str, device: torch.device, source: str = "") -> Model:
     from ldlm_engine import prepare_data
 
-    lr = load_run(name, device=device.type)
+    lr = SESSION.load(name)  # the same loading and generation path as `ldlm generate`
     if lr.config.process.kind != kind:
         raise SystemExit(f"run {name} is a {lr.config.process.kind!r} model, not {kind!r}")
     val = prepare_data(lr.config, lr.tokenizer)[1].val
@@ -180,6 +183,7 @@ def load_model(kind: str, name: str, device: torch.device, source: str = "") -> 
         source or f"run {lr.run.name} (step {lr.step}, {lr.model.num_parameters():,} params)",
         bpc if isinstance(bpc, (int, float)) else None,
         val,
+        lr,
     )
 
 
@@ -241,20 +245,13 @@ def run_setting(s: Setting, gen: Model, judge: Judge, args, device, context: lis
             block_length=args.block_length if s.process == "mask" else 0,
             seed=args.seed * 1000 + i,
         )
-        t0 = time.perf_counter()
-        frame = final_frame(
-            gen.model,
-            gen.process,
-            gen.tokenizer,
-            sc,
-            args.prompt,
-            device=device,
-            max_len=gen.seq_len,
-        )
-        dt = time.perf_counter() - t0
-        ids = [t for t, f in zip(frame.tokens, frame.fixed, strict=True) if not f]
-        s.nfe.append(frame.nfe)
-        s.tokens_per_s.append(len(ids) / dt)
+        last = None
+        for last in SESSION.stream(gen.loaded, sc, args.prompt):  # noqa: B007
+            pass
+        res = SESSION.result(gen.loaded, sc, args.prompt, last)
+        ids = [t for t, f in zip(last.tokens, last.fixed, strict=True) if not f]
+        s.nfe.append(res.nfe)
+        s.tokens_per_s.append(res.tokens_per_s)
         s.nll.append(judge.nll(context, judge.to_judge_ids(ids)))
         s.entropy.append(unigram_entropy(ids))
         s.texts.append(gen.tokenizer.decode(ids))
@@ -320,6 +317,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    global SESSION
+    SESSION = GenerationSession(device=device.type, cache_size=8)
     if args.uniform_run:
         args.with_uniform = True
     log = (lambda *a: print(*a, file=sys.stderr, flush=True)) if args.json else print
@@ -366,7 +365,7 @@ def main() -> None:
     for kind in {s.process for s in settings}:
         m = models[kind]
         warm = SampleConfig(length=n, steps=4, temperature=args.temperature)
-        final_frame(m.model, m.process, m.tokenizer, warm, args.prompt, device=device)
+        SESSION.run(m.loaded, warm, args.prompt)
     t0 = time.perf_counter()
     for s in settings:
         log(f"sampling {s.process} {s.sampler} {s.label} ...")
