@@ -16,7 +16,12 @@ Why this shape:
   fsync'd, then it is renamed into place and only then ``last.json`` (the pointer to the latest
   checkpoint) is replaced atomically. A SIGKILL at any instant leaves ``last.json`` naming a
   complete checkpoint; if ``last.json`` itself is missing or damaged, loading falls back to the
-  highest-numbered ``step-*`` folder that verifies.
+  highest-numbered ``step-*`` folder that verifies. If the checkpoint it names is incomplete
+  (a file or the folder missing: a partial copy or clean-up), loading falls back to the newest
+  intact one and says so in ``Checkpoint.note``; one whose files are present but fail their
+  checksums is an error (naming the intact one to fall back to), never silently skipped.
+* Nothing in a run is trusted: no symlink is followed, ``meta.json``/``last.json`` reads are
+  bounded, every field is type-checked. The names live in :mod:`ldlm_engine.layout`.
 * Tied weights: safetensors refuses tensors that share storage, so a state-dict entry that is the
   very same tensor as an earlier one is stored once and recorded in ``meta["tied"]``; loading
   puts the alias back (same tensor object), so ``load_state_dict(strict=True)`` is happy.
@@ -31,8 +36,8 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
+import stat
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,16 +48,22 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from . import layout as L
 from .errors import CheckpointError
-from .fileio import TMP_PREFIX, atomic_write_bytes, atomic_write_text, fsync_dir, fsync_file
+from .fileio import (
+    TMP_PREFIX,
+    atomic_write_bytes,
+    atomic_write_text,
+    describe_error,
+    fsync_dir,
+    fsync_file,
+    open_nofollow,
+    read_json_bounded,
+)
+from .layout import LAST_FILE, META_FILE, MODEL_FILE, STATE_FILE, checkpoint_name
 from .runs import pid_alive
 
 FORMAT_VERSION = 1
-MODEL_FILE = "model.safetensors"
-STATE_FILE = "state.safetensors"
-META_FILE = "meta.json"
-LAST_FILE = "last.json"
-_STEP_RE = re.compile(r"^step-(\d+)$")
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -221,9 +232,12 @@ def _decode(obj: Any, tensors: Mapping[str, torch.Tensor], where: Path) -> Any:
 
 def _sha256_file(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
+    fd = open_nofollow(path)  # never a symlink to a file (or device) outside the run
+    try:
+        while chunk := os.read(fd, 1 << 20):
             h.update(chunk)
+    finally:
+        os.close(fd)
     return h.hexdigest()
 
 
@@ -237,11 +251,6 @@ def _ldlm_version() -> str:
 
 
 # --------------------------------------------------------------------------- save
-
-
-def checkpoint_name(step: int) -> str:
-    """Folder name for a step; zero-padded so names sort like steps."""
-    return f"step-{int(step):08d}"
 
 
 def save_checkpoint(
@@ -263,6 +272,10 @@ def save_checkpoint(
         raise CheckpointError("checkpoint meta needs a 'step'")
     step = int(meta["step"])
     name = checkpoint_name(step)
+    if os.path.islink(directory):
+        raise CheckpointError(
+            f"cannot write checkpoint {name}: {directory} is a symbolic link (not followed)"
+        )
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -278,8 +291,7 @@ def save_checkpoint(
 
     tmp = directory / f"{TMP_PREFIX}{name}-{os.getpid()}"
     try:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        _remove_entry(tmp)  # our own leftover (same pid): never followed if a link
         tmp.mkdir()
     except OSError as e:
         raise _write_error(directory, name, e) from None
@@ -313,13 +325,13 @@ def save_checkpoint(
         fsync_dir(tmp)
 
         final = directory / name
-        if final.exists():
+        if L.lexists(final):
             trash = directory / f"{TMP_PREFIX}old-{name}-{os.getpid()}"
-            if trash.exists():
-                shutil.rmtree(trash)
+            _remove_entry(trash)
             os.rename(final, trash)
             os.rename(tmp, final)
-            shutil.rmtree(trash, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                _remove_entry(trash)
         else:
             os.rename(tmp, final)
         fsync_dir(directory)
@@ -336,6 +348,14 @@ def save_checkpoint(
     return final
 
 
+def _remove_entry(p: Path) -> None:
+    """Remove a file, a link (not its target) or a folder tree of ours; nothing if absent."""
+    if L.is_real_dir(p):
+        shutil.rmtree(p)
+    elif L.lexists(p):
+        os.unlink(p)
+
+
 def _write_error(directory: Path, name: str, e: BaseException) -> CheckpointError:
     """A failed checkpoint write as one line; earlier checkpoints and last.json are untouched."""
     reason = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
@@ -349,7 +369,11 @@ def _write_error(directory: Path, name: str, e: BaseException) -> CheckpointErro
 
 @dataclass
 class Checkpoint:
-    """A verified checkpoint, ready for ``model/optimizer.load_state_dict``."""
+    """A verified checkpoint, ready for ``model/optimizer.load_state_dict``.
+
+    ``note`` is empty, or one line telling the user that the newest checkpoint
+    (``fallback_from``) was incomplete and this older intact one was loaded instead.
+    """
 
     model_state: dict[str, torch.Tensor]
     optimizer_state: dict[str, Any] | None
@@ -357,51 +381,80 @@ class Checkpoint:
     meta: dict[str, Any]
     path: Path
     tied: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+    fallback_from: str | None = None
 
     @property
     def step(self) -> int:
         return int(self.meta.get("step", 0))
 
 
+class IncompleteCheckpoint(CheckpointError):
+    """A checkpoint folder with a file (or itself) missing: loading may fall back past it."""
+
+
 def read_last(checkpoints_dir: Path) -> dict[str, Any] | None:
-    """The ``last.json`` pointer, or None when missing or unreadable."""
+    """The ``last.json`` pointer, or None when missing or unreadable (bounded, no symlink)."""
     try:
-        d = json.loads((Path(checkpoints_dir) / LAST_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        d = read_json_bounded(Path(checkpoints_dir) / LAST_FILE, L.LIMITS[LAST_FILE])
+    except (OSError, ValueError):
         return None
     if not isinstance(d, dict) or not isinstance(d.get("name"), str):
         return None
-    if not _STEP_RE.match(d["name"]):
+    if L.parse_step(d["name"]) is None:
         return None
     return d
 
 
 def list_checkpoints(checkpoints_dir: Path) -> list[tuple[int, Path]]:
     """``(step, folder)`` of checkpoints renamed into place (with ``meta.json``), oldest first."""
-    out = []
+    d = Path(checkpoints_dir)
+    return [(step, d / checkpoint_name(step)) for step in L.list_checkpoint_steps(d)]
+
+
+def _checked_file(path: Path, fname: str, info: Any, meta_path: Path) -> None:
+    """Refuse a checkpoint file that is missing, a link, not regular, or not what meta says."""
+    p = path / fname
+    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+        raise CheckpointError(f"checkpoint {meta_path} has no checksum for {fname}")
     try:
-        entries = list(Path(checkpoints_dir).iterdir())
-    except OSError:
-        return []
-    for p in entries:
-        m = _STEP_RE.match(p.name)
-        if m and p.is_dir() and (p / META_FILE).is_file():
-            out.append((int(m.group(1)), p))
-    out.sort()
-    return out
+        st = os.lstat(p)
+    except FileNotFoundError:
+        raise IncompleteCheckpoint(f"checkpoint file {p} is missing") from None
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint file {p}: {describe_error(e)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+        raise CheckpointError(f"checkpoint file {p} is {what}")
+    expected = info.get("bytes")
+    if expected is not None and st.st_size != expected:
+        raise CheckpointError(
+            f"checkpoint file {p} is truncated or altered ({st.st_size} bytes, expected {expected})"
+        )
+    try:
+        digest = _sha256_file(p)
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint file {p}: {describe_error(e)}") from None
+    if digest != info["sha256"]:
+        raise CheckpointError(f"checkpoint file {p} is damaged or altered (sha256 mismatch)")
 
 
 def _load_folder(path: Path) -> Checkpoint:
-    if not path.is_dir():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not L.is_real_dir(path):
+        if L.lexists(path):
+            raise CheckpointError(f"checkpoint {path} is not a folder (a symbolic link?)")
+        raise IncompleteCheckpoint(f"checkpoint {path} does not exist")
     meta_path = path / META_FILE
     try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_json_bounded(meta_path, L.LIMITS[META_FILE])
     except FileNotFoundError:
-        raise CheckpointError(f"checkpoint {path} is incomplete: {META_FILE} is missing") from None
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CheckpointError(f"checkpoint {meta_path} is unreadable: {msg}") from None
+        raise IncompleteCheckpoint(
+            f"checkpoint {path} is incomplete: {META_FILE} is missing"
+        ) from None
+    except (OSError, ValueError) as e:
+        raise CheckpointError(
+            f"checkpoint {meta_path} is unreadable: {describe_error(e)}"
+        ) from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"checkpoint {meta_path} is not a JSON object")
     version = meta.get("format_version")
@@ -413,22 +466,13 @@ def _load_folder(path: Path) -> Checkpoint:
     files = meta.get("files")
     if not isinstance(files, dict):
         raise CheckpointError(f"checkpoint {meta_path} lists no files")
+    for fname in (MODEL_FILE, STATE_FILE):  # every file present before any is verified
+        if not L.lexists(path / fname):
+            raise IncompleteCheckpoint(f"checkpoint file {path / fname} is missing")
     loaded: dict[str, dict[str, torch.Tensor]] = {}
     for fname in (MODEL_FILE, STATE_FILE):
         p = path / fname
-        info = files.get(fname)
-        if not isinstance(info, dict) or "sha256" not in info:
-            raise CheckpointError(f"checkpoint {meta_path} has no checksum for {fname}")
-        if not p.is_file():
-            raise CheckpointError(f"checkpoint file {p} is missing")
-        size = p.stat().st_size
-        if "bytes" in info and size != info["bytes"]:
-            raise CheckpointError(
-                f"checkpoint file {p} is truncated or altered ({size} bytes, expected "
-                f"{info['bytes']})"
-            )
-        if _sha256_file(p) != info["sha256"]:
-            raise CheckpointError(f"checkpoint file {p} is damaged or altered (sha256 mismatch)")
+        _checked_file(path, fname, files.get(fname), meta_path)
         try:
             # safetensors only parses a JSON header and raw buffers: no code can run here.
             loaded[fname] = load_file(str(p), device="cpu")
@@ -442,9 +486,7 @@ def _load_folder(path: Path) -> Checkpoint:
     tied = meta.get("tied") or {}
     step = meta.get("step")
     if (
-        not isinstance(step, int)
-        or isinstance(step, bool)
-        or step < 0
+        not L.is_int(step)
         or not isinstance(tied, dict)
         or not all(isinstance(k, str) and isinstance(v, str) for k, v in tied.items())
     ):
@@ -471,16 +513,51 @@ def _load_folder(path: Path) -> Checkpoint:
     return Checkpoint(ordered, optimizer_state, extra, meta, path, dict(tied))
 
 
+def _newest_intact(checkpoints_dir: Path, skip: str) -> Checkpoint | None:
+    for _, p in reversed(list_checkpoints(checkpoints_dir)):
+        if p.name != skip:
+            with contextlib.suppress(CheckpointError):
+                return _load_folder(p)
+    return None
+
+
 def load_checkpoint(checkpoints_dir: Path, name: str | None = None) -> Checkpoint:
-    """Load and verify a checkpoint (``name=None``/``"last"``: the latest complete one)."""
+    """Load and verify a checkpoint (``name=None``/``"last"``: the latest complete one).
+
+    The latest is the one ``last.json`` names. If that one is incomplete, the newest intact
+    checkpoint is loaded instead and ``Checkpoint.note`` says so; if its files were altered
+    (checksums fail), the error names the intact checkpoint the user may fall back to.
+    """
     checkpoints_dir = Path(checkpoints_dir)
+    if L.lexists(checkpoints_dir) and not L.is_real_dir(checkpoints_dir):
+        raise CheckpointError(
+            f"{checkpoints_dir} is not a folder (symbolic links are not followed)"
+        )
     if name is not None and name != "last":
-        if not _STEP_RE.match(name) and name.isdigit():
+        if L.parse_step(name) is None and name.isdigit() and len(name) <= 18:
             name = checkpoint_name(int(name))
+        if L.parse_step(name) is None:
+            raise CheckpointError(f"no checkpoint named {name!r} (use step-N or N)")
         return _load_folder(checkpoints_dir / name)
     last = read_last(checkpoints_dir)
-    if last is not None and (checkpoints_dir / last["name"]).is_dir():
-        return _load_folder(checkpoints_dir / last["name"])
+    if last is not None:
+        try:
+            return _load_folder(checkpoints_dir / last["name"])
+        except IncompleteCheckpoint as e:
+            ck = _newest_intact(checkpoints_dir, last["name"])
+            if ck is None:
+                raise
+            ck.fallback_from = last["name"]
+            ck.note = f"{e}; loaded {ck.path.name}, the newest intact checkpoint, instead"
+            return ck
+        except CheckpointError as e:
+            ck = _newest_intact(checkpoints_dir, last["name"])
+            if ck is None:
+                raise
+            raise CheckpointError(
+                f"{e} (the older checkpoint {ck.path.name} is intact: delete "
+                f"{checkpoints_dir / last['name']} to fall back to it)"
+            ) from None
     # No usable pointer (crash before the first pointer write, or damaged): newest that verifies.
     candidates = list_checkpoints(checkpoints_dir)
     if not candidates:
@@ -488,9 +565,14 @@ def load_checkpoint(checkpoints_dir: Path, name: str | None = None) -> Checkpoin
     first_error: CheckpointError | None = None
     for _, p in reversed(candidates):
         try:
-            return _load_folder(p)
+            ck = _load_folder(p)
         except CheckpointError as e:
             first_error = first_error or e
+            continue
+        if first_error is not None:
+            ck.fallback_from = candidates[-1][1].name
+            ck.note = f"{first_error}; loaded {p.name}, the newest intact checkpoint, instead"
+        return ck
     assert first_error is not None
     raise first_error
 
@@ -502,11 +584,13 @@ def prune_checkpoints(checkpoints_dir: Path, keep: int) -> list[Path]:
     """Delete all but the newest ``keep`` checkpoints (never the one ``last.json`` names).
 
     Also removes ``.tmp-*`` leftovers of writers that are no longer running. Returns what was
-    removed.
+    removed. Only real folders and files of ldlm's names are touched; links are never followed.
     """
     checkpoints_dir = Path(checkpoints_dir)
     keep = max(1, int(keep))
     removed: list[Path] = []
+    if not L.is_real_dir(checkpoints_dir):
+        return removed
     last = read_last(checkpoints_dir)
     protected = last["name"] if last else None
     complete = list_checkpoints(checkpoints_dir)
@@ -516,29 +600,24 @@ def prune_checkpoints(checkpoints_dir: Path, keep: int) -> list[Path]:
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
     try:
-        entries = list(checkpoints_dir.iterdir())
+        names = os.listdir(checkpoints_dir)
     except OSError:
         return removed
-    for p in entries:
-        if not p.name.startswith(TMP_PREFIX):
+    for name in names:
+        pid = L.temp_pid(name)
+        if pid is None or pid == os.getpid() or pid_alive(pid):
             continue
-        # Folders: .tmp-[old-]<name>-<pid>; files (atomic writes): .tmp-<name>-<pid>-<ns>.
-        m = re.search(r"-(\d+)$" if p.is_dir() else r"-(\d+)-\d+$", p.name)
-        pid = int(m.group(1)) if m else -1
-        if pid == os.getpid() or pid_alive(pid):
-            continue
-        if p.is_dir():
-            shutil.rmtree(p, ignore_errors=True)
-        else:
-            with contextlib.suppress(OSError):
-                p.unlink()
-        removed.append(p)
+        p = checkpoints_dir / name
+        with contextlib.suppress(OSError):
+            _remove_entry(p)
+            removed.append(p)
     return removed
 
 
 __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
+    "IncompleteCheckpoint",
     "atomic_write_bytes",
     "atomic_write_text",
     "check_compatible",

@@ -31,6 +31,7 @@ class LoadedRun:
     process: NoiseProcess
     step: int
     device: torch.device
+    note: str = ""  # set when the newest checkpoint was incomplete and an older one loaded
 
 
 def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:
@@ -59,7 +60,7 @@ def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:
         ) from None
     model.to(dev).eval()
     process.to(dev)
-    return LoadedRun(rd, config, tokenizer, model, process, ck.step, dev)
+    return LoadedRun(rd, config, tokenizer, model, process, ck.step, dev, ck.note)
 
 
 def evaluate_run(

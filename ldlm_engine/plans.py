@@ -10,7 +10,6 @@ DDP rank writes the run directory.
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,7 +20,7 @@ from .config import RunConfig, adapt_process, apply_overrides, get_preset, load_
 from .corpora import list_corpora, load_corpus
 from .errors import ConfigError, RunError
 from .fileio import atomic_write_json
-from .runs import RunDir, resolve_run
+from .runs import RunDir, discard_new_run, resolve_run
 
 LAYERS = ("preset", "user config.toml", "--config file", "explicit choices")
 """How settings layer, lowest first: a later layer overrides an earlier one key by key."""
@@ -297,24 +296,10 @@ def plan_resume(
     return ResumePlan(rd, cfg, step, _has_tokenizer(rd), changed, text, rank)
 
 
-CREATED_FILES = ("config.json", "summary.json", "status.json", "metrics.jsonl", "lock")
-
-
 def discard_unstarted_run(rd: RunDir) -> None:
-    """Undo ``RunPlan.create`` when training could not even start: no empty run is left.
-
-    Only the files a new run writes before its first step are removed, and the folder only if
-    that leaves it empty (a --run-dir that held other files keeps them).
-    """
-    from .runtime import TOKENIZER_FILE
-
-    for fname in (*CREATED_FILES, TOKENIZER_FILE):
-        with contextlib.suppress(OSError):
-            rd.path_of(fname).unlink()
-    with contextlib.suppress(OSError):
-        rd.checkpoints_dir.rmdir()
-    with contextlib.suppress(OSError):
-        rd.path.rmdir()
+    """Undo ``RunPlan.create`` when training could not even start: no empty run is left
+    (only what ldlm wrote is removed; see :func:`ldlm_engine.runs.discard_new_run`)."""
+    discard_new_run(rd)
 
 
 def _has_tokenizer(rd: RunDir) -> bool:

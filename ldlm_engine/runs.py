@@ -1,18 +1,14 @@
 """Run directories: the on-disk interface between a trainer and everything watching it.
 
-A run lives in ``ldlm_home()/runs/<name>/`` (``$LDLM_HOME`` or platformdirs' user data dir)::
-
-    config.json    resolved configuration (written once, atomically, at creation)
-    tokenizer.json written by the trainer via ``run.path_of("tokenizer.json")``
-    metrics.jsonl  append-only events, one JSON object per line
-    status.json    state, pid, host, heartbeat, step (replaced atomically)
-    summary.json   created time, best val bits/char, last step: keeps ``list_runs`` O(1) per run
-    control.json   the latest pause/resume/stop request from another process
-    lock           flock'd by the trainer for its whole lifetime; holds its pid
-    checkpoints/   see :mod:`ldlm_engine.checkpoint`
-    train.log      stdout/stderr of a detached run
-
+A run lives in ``ldlm_home()/runs/<name>/`` (``$LDLM_HOME`` or platformdirs' user data dir)
+or in a ``--run-dir`` folder. Its files (config.json, metrics.jsonl, status.json, summary.json,
+control.json, lock, tokenizer.json, checkpoints/ ...) are named in :mod:`ldlm_engine.layout`.
 This module imports no torch so that watchers (the TUI, ``ldlm runs list``) start fast.
+
+A run folder is a boundary: every file in it is opened without following symlinks, every read
+is bounded, every field read back is type-checked; ``summary.json`` (a cache that keeps
+``list_runs`` O(1) per run) is rebuilt from ``metrics.jsonl`` when damaged. Listing and
+deleting are in :mod:`ldlm_engine.run_admin`.
 
 Liveness: the trainer holds an exclusive ``flock`` on ``lock``; the kernel drops it when the
 process dies, even on SIGKILL, so ``is_locked()`` (a non-blocking shared-lock probe) is the
@@ -37,9 +33,9 @@ import fcntl
 import json
 import os
 import re
-import shutil
 import signal
 import socket
+import stat
 import threading
 import time
 import uuid
@@ -50,14 +46,22 @@ from typing import Any
 
 import platformdirs
 
-from .errors import RunError
-from .fileio import atomic_write_json
+from . import layout as L
+from .errors import ConfigError, RunError
+from .fileio import (
+    atomic_write_json,
+    describe_error,
+    open_nofollow,
+    read_bounded,
+    read_json_bounded,
+    read_tail,
+)
 
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 RUNNING_STATES = ("started", "resumed", "paused")
 HEARTBEAT_EVERY_S = 2.0
 HEARTBEAT_STALE_S = 30.0
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # always fullmatch (no "$" + "\n")
 _FSYNC_EVENTS = ("status", "checkpoint")
 
 
@@ -65,7 +69,9 @@ def ldlm_home() -> Path:
     """``$LDLM_HOME`` if set, else the platform's per-user data directory for ldlm."""
     env = os.environ.get("LDLM_HOME")
     if env:
-        return Path(env).expanduser()
+        with contextlib.suppress(RuntimeError, KeyError):
+            return Path(env).expanduser()
+        return Path(env)
     return Path(platformdirs.user_data_dir("ldlm"))
 
 
@@ -73,13 +79,9 @@ def runs_root(home: Path | None = None) -> Path:
     return (Path(home) if home is not None else ldlm_home()) / "runs"
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    """A JSON object file, or {} when missing, partial or not an object."""
-    try:
-        d = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return {}
-    return d if isinstance(d, dict) else {}
+def _read_json(path: Path, limit: int = L.LIMITS[L.STATUS_FILE]) -> dict[str, Any]:
+    """A JSON object file, or {} when missing, damaged or not an object."""
+    return L.read_obj(path, limit)[0] or {}
 
 
 def pid_alive(pid: Any) -> bool:
@@ -106,7 +108,7 @@ def _parse_lines(data: bytes) -> list[dict[str, Any]]:
             obj = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError):
             continue
-        if isinstance(obj, dict):
+        if isinstance(obj, dict) and L.valid_event(obj):
             out.append(obj)
     return out
 
@@ -115,37 +117,46 @@ class MetricsFollower:
     """Non-blocking tail of ``metrics.jsonl`` for UIs that poll on a timer.
 
     Keeps a byte offset; a trailing line without its newline is held back until it is complete.
-    If the file shrinks (run deleted and recreated) it starts again from the beginning.
+    If the file shrinks (run deleted and recreated) it starts again from the beginning. Each
+    poll reads at most ``max_read`` bytes, and a "line" longer than that is dropped, so a
+    hostile file cannot take the watcher's memory; a symlink or FIFO is never opened.
     """
 
-    def __init__(self, path: Path, *, from_start: bool = True) -> None:
+    def __init__(self, path: Path, *, from_start: bool = True, max_read: int = 16 * L.MIB) -> None:
         self.path = Path(path)
         self.offset = 0
+        self.max_read = max_read
         self._partial = b""
         if not from_start:
             with contextlib.suppress(OSError):
-                self.offset = self.path.stat().st_size
+                self.offset = os.lstat(self.path).st_size
 
     def poll(self) -> list[dict[str, Any]]:
         """Events appended since the last call (possibly none)."""
         try:
-            with open(self.path, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                if size < self.offset:
-                    self.offset, self._partial = 0, b""
-                if size == self.offset:
-                    return []
-                f.seek(self.offset)
-                data = f.read()
+            fd = open_nofollow(self.path)
         except OSError:
             return []
+        try:
+            size = os.fstat(fd).st_size
+            if size < self.offset:
+                self.offset, self._partial = 0, b""
+            if size == self.offset:
+                return []
+            data = os.pread(fd, min(size - self.offset, self.max_read), self.offset)
+        except OSError:
+            return []
+        finally:
+            os.close(fd)
         self.offset += len(data)
         data = self._partial + data
         cut = data.rfind(b"\n")
         if cut < 0:
-            self._partial = data
+            self._partial = data if len(data) <= self.max_read else b""
             return []
         self._partial = data[cut + 1 :]
+        if len(self._partial) > self.max_read:
+            self._partial = b""
         return _parse_lines(data[: cut + 1])
 
 
@@ -155,13 +166,14 @@ class RunInfo:
 
     name: str
     path: Path
-    state: str  # liveness(): live/finished/stopped/failed/dead/created/corrupt
+    state: str  # liveness(): live/finished/stopped/failed/dead/created, or damaged
     step: int
     best_val_bits_per_char: float | None
     preset: str
     process: str
     created: float
     last_update: float
+    reason: str = ""  # why the run is damaged (one line), else ""
 
 
 class RunDir:
@@ -210,17 +222,30 @@ class RunDir:
         if hasattr(config_dict, "to_dict"):
             config_dict = config_dict.to_dict()
         if run_dir is not None:
-            path = Path(run_dir).expanduser()
-            if (path / "config.json").exists():
-                raise RunError(f"run directory {path} already holds a run")
-            if not NAME_RE.match(path.name):
+            L.check_run_arg(str(run_dir))
+            path = L.expand_user(str(run_dir))
+            if not NAME_RE.fullmatch(path.name):
                 raise RunError(f"invalid run name {path.name!r}: use letters, digits, . _ -")
+            if os.path.islink(path):
+                raise RunError(f"run directory {path} is a symbolic link; give a real folder")
+            if path.exists():
+                if not path.is_dir():
+                    raise RunError(f"run directory {path} exists and is not a folder")
+                if L.lexists(path / L.RUN_MARKER) or L.lexists(path / L.CONFIG_FILE):
+                    raise RunError(f"run directory {path} already holds a run")
+                with os.scandir(path) as entries:
+                    foreign = any(entries)
+                if foreign:
+                    raise RunError(
+                        f"run directory {path} is not empty and is not an ldlm run; "
+                        "give a new or empty folder"
+                    )
             path.mkdir(parents=True, exist_ok=True)
         else:
             root = runs_root(home)
             root.mkdir(parents=True, exist_ok=True)
             if name is not None:
-                if not NAME_RE.match(name):
+                if not NAME_RE.fullmatch(name):
                     raise RunError(
                         f"invalid run name {name!r}: 1-64 letters, digits, '.', '_' or '-', "
                         "starting with a letter or digit"
@@ -232,9 +257,10 @@ class RunDir:
                     raise RunError(f"a run named {name!r} already exists ({path})") from None
             else:
                 preset = str(config_dict.get("preset") or "run")
-                process = str((config_dict.get("process") or {}).get("kind") or "")
-                stem = "-".join(p for p in (preset, process) if p)
-                stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem)[:40] or "run"
+                process = config_dict.get("process")
+                kind = process.get("kind") if isinstance(process, Mapping) else ""
+                stem = "-".join(p for p in (preset, str(kind or "")) if p)
+                stem = re.sub(r"[^A-Za-z0-9._-]", "_", stem)[:40].lstrip("._-") or "run"
                 base = f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
                 path = root / base
                 n = 1
@@ -246,28 +272,46 @@ class RunDir:
                         n += 1
                         path = root / f"{base}-{n}"
         run = cls(path)
-        atomic_write_json(path / "config.json", dict(config_dict))
+        # The marker first: whatever happens next, the folder is provably ldlm's.
         atomic_write_json(
-            path / "summary.json",
+            path / L.RUN_MARKER, {"ldlm_run": 1, "id": uuid.uuid4().hex, "created": time.time()}
+        )
+        atomic_write_json(path / L.CONFIG_FILE, dict(config_dict))
+        atomic_write_json(
+            path / L.SUMMARY_FILE,
             {"created": time.time(), "best_val_bits_per_char": None, "step": 0},
         )
-        (path / "checkpoints").mkdir(exist_ok=True)
+        (path / L.CHECKPOINTS_DIR).mkdir(exist_ok=True)
         return run
 
     @classmethod
     def open(cls, path_or_name: str | Path, *, home: Path | None = None) -> RunDir:
-        """An existing run, by path (a directory with ``config.json``) or by name."""
+        """An existing run, by name (only under the runs root) or by path.
+
+        A bare name never falls back to the current directory: ``myproj`` is the run
+        ``$LDLM_HOME/runs/myproj``; a folder here must be written as a path (``./myproj``).
+        """
         s = str(path_or_name)
-        candidates: list[Path] = []
-        looks_like_path = isinstance(path_or_name, Path) or os.sep in s or s.startswith(".")
+        L.check_run_arg(s)
+        looks_like_path = isinstance(path_or_name, Path) or os.sep in s or s.startswith((".", "~"))
         if looks_like_path:
-            candidates.append(Path(s).expanduser())
-        elif NAME_RE.match(s):
-            candidates.append(runs_root(home) / s)
-            candidates.append(Path(s))
-        for p in candidates:
-            if (p / "config.json").is_file():
-                return cls(p)
+            p = Path(os.path.abspath(L.expand_user(s)))  # the printed path works from anywhere
+        elif NAME_RE.fullmatch(s):
+            p = runs_root(home) / s
+        else:
+            raise RunError(
+                f"no run named {s!r}: a run name is 1-64 letters, digits, '.', '_' or '-' "
+                "(write a folder as a path, e.g. ./NAME)"
+            )
+        try:
+            st = os.lstat(p)
+        except OSError:
+            st = None
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            raise RunError(f"run {s} is a symbolic link; ldlm does not follow links to runs")
+        is_dir = st is not None and stat.S_ISDIR(st.st_mode)
+        if is_dir and (L.lexists(p / L.CONFIG_FILE) or L.lexists(p / L.RUN_MARKER)):
+            return cls(p)
         raise RunError(f"no run named {s} (see `ldlm runs list`)")
 
     # ------------------------------------------------------------------ paths
@@ -277,50 +321,63 @@ class RunDir:
 
     @property
     def config_path(self) -> Path:
-        return self.path / "config.json"
+        return self.path / L.CONFIG_FILE
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / L.METRICS_FILE
 
     @property
     def status_path(self) -> Path:
-        return self.path / "status.json"
+        return self.path / L.STATUS_FILE
 
     @property
     def control_path(self) -> Path:
-        return self.path / "control.json"
+        return self.path / L.CONTROL_FILE
 
     @property
     def lock_path(self) -> Path:
-        return self.path / "lock"
+        return self.path / L.LOCK_FILE
 
     @property
     def log_path(self) -> Path:
-        return self.path / "train.log"
+        return self.path / L.LOG_FILE
 
     @property
     def checkpoints_dir(self) -> Path:
-        return self.path / "checkpoints"
+        return self.path / L.CHECKPOINTS_DIR
 
     def read_config(self) -> dict[str, Any]:
-        """The stored configuration dict (RunError if unreadable)."""
+        """The stored configuration dict, its shape and types checked (one-line error if not).
+
+        Values are range-checked later, by ``RunConfig.from_dict``; here every section must be
+        an object of known settings with the right types, so readers can use any field.
+        """
         try:
-            d = json.loads(self.config_path.read_text(encoding="utf-8"))
+            d = read_json_bounded(self.config_path, L.LIMITS[L.CONFIG_FILE])
         except FileNotFoundError:
             raise RunError(f"run {self.name} has no config.json ({self.path})") from None
-        except (OSError, ValueError, UnicodeDecodeError, RecursionError) as e:
-            msg = str(e).splitlines()[0]
-            raise RunError(f"cannot read {self.config_path}: {msg}") from None
+        except (OSError, ValueError) as e:
+            raise RunError(f"cannot read {self.config_path}: {describe_error(e)}") from None
         if not isinstance(d, dict):
             raise RunError(f"{self.config_path} is not a JSON object")
+        from .config import RunConfig, apply_overrides  # torch-free
+
+        try:
+            apply_overrides(RunConfig(), d)
+        except ConfigError as e:
+            raise ConfigError(f"{self.config_path}: {e}") from None
         return d
 
     def latest_checkpoint_step(self) -> int | None:
         """Step named by ``checkpoints/last.json``, or None when there is no checkpoint yet."""
-        d = _read_json(self.checkpoints_dir / "last.json")
+        d = _read_json(self.checkpoints_dir / L.LAST_FILE, L.LIMITS[L.LAST_FILE])
         step = d.get("step")
-        return step if isinstance(step, int) and not isinstance(step, bool) else None
+        return step if L.is_int(step) else None
+
+    def checkpoint_steps(self) -> list[int]:
+        """Steps of the complete checkpoints on disk, oldest first."""
+        return L.list_checkpoint_steps(self.checkpoints_dir)
 
     # ------------------------------------------------------------------ lock
 
@@ -328,7 +385,12 @@ class RunDir:
         """Become this run's only trainer (held until :meth:`release_lock` or process exit)."""
         if self._lock_fd is not None:
             return
-        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = open_nofollow(self.lock_path, os.O_RDWR | os.O_CREAT)
+        except OSError as e:  # a symlink planted as the lock must not be truncated
+            raise RunError(
+                f"cannot lock run {self.name}: {self.lock_path} {describe_error(e)}"
+            ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -343,7 +405,7 @@ class RunDir:
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
         # A request made before this trainer existed is not addressed to it.
-        self._control_seen = self._control_key(_read_json(self.control_path))
+        self._control_seen = self._control_key(self._read_control())
 
     def release_lock(self) -> None:
         if self._lock_fd is None:
@@ -357,17 +419,18 @@ class RunDir:
 
     def _lock_pid(self) -> int | None:
         try:
-            text = self.lock_path.read_text().strip()
-            return int(text) if text else None
+            text = read_bounded(self.lock_path, L.LIMITS[L.LOCK_FILE]).decode("ascii").strip()
+            pid = int(text) if text else None
         except (OSError, ValueError):
             return None
+        return pid if L.is_int(pid, 1, 2**31) else None
 
     def is_locked(self) -> bool:
         """Whether a live process (this one included) holds the trainer lock."""
         if self._lock_fd is not None:
             return True
         try:
-            fd = os.open(self.lock_path, os.O_RDONLY)
+            fd = open_nofollow(self.lock_path)
         except OSError:
             return False
         try:
@@ -398,14 +461,11 @@ class RunDir:
 
     def _open_metrics(self) -> int:
         if self._metrics_fd is None:
-            fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = open_nofollow(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             # A writer killed mid-line left a fragment: end it so our first line stays intact.
             size = os.fstat(fd).st_size
-            if size:
-                with open(self.metrics_path, "rb") as f:
-                    f.seek(size - 1)
-                    if f.read(1) != b"\n":
-                        os.write(fd, b"\n")
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                os.write(fd, b"\n")
             self._metrics_fd = fd
         return self._metrics_fd
 
@@ -420,8 +480,8 @@ class RunDir:
                 view = memoryview(data)[n:]
                 while view:
                     view = view[os.write(fd, view) :]
-        except OSError as e:  # disk full, read-only file system ...
-            raise RunError(f"cannot write {self.metrics_path}: {e.strerror or e}") from None
+        except OSError as e:  # disk full, read-only file system, a planted symlink ...
+            raise RunError(f"cannot write {self.metrics_path}: {describe_error(e)}") from None
         kind = d.get("event")
         if kind in _FSYNC_EVENTS:
             with contextlib.suppress(OSError):
@@ -430,9 +490,12 @@ class RunDir:
             self._update_summary(d)
 
     def read_metrics(self) -> list[dict[str, Any]]:
-        """All complete, parseable events (a torn last line or corrupt line is skipped)."""
+        """All complete, well-typed events (a torn, corrupt or mistyped line is skipped).
+
+        Only the newest ``METRICS_READ_LIMIT`` bytes are read (a hostile file stays cheap).
+        """
         try:
-            data = self.metrics_path.read_bytes()
+            data = read_tail(self.metrics_path, L.METRICS_READ_LIMIT)
         except OSError:
             return []
         cut = data.rfind(b"\n")
@@ -463,26 +526,28 @@ class RunDir:
     def _update_summary(self, d: Mapping[str, Any]) -> None:
         # Written only on eval/status/checkpoint events (rare), so list_runs never scans metrics.
         if self._summary is None:
-            self._summary = _read_json(self.path / "summary.json")
-            if not self._summary:
-                self._summary = _summary_from_metrics(self)
+            self._summary = self.read_summary()
         s = self._summary
         step = d.get("step")
-        if isinstance(step, int):
-            s["step"] = max(int(s.get("step") or 0), step)
+        if L.is_int(step):
+            s["step"] = max(s["step"], step)
         v = d.get("val_bits_per_char")
-        if d.get("event") == "eval" and isinstance(v, (int, float)) and v == v:
+        if d.get("event") == "eval" and L.is_num(v) and v >= 0:
             best = s.get("best_val_bits_per_char")
             if best is None or v < best:
                 s["best_val_bits_per_char"] = float(v)
         s["updated"] = time.time()
         with contextlib.suppress(OSError):
-            atomic_write_json(self.path / "summary.json", s)
+            atomic_write_json(self.path / L.SUMMARY_FILE, s)
 
     def read_summary(self) -> dict[str, Any]:
-        """``summary.json`` (rebuilt from metrics when missing, e.g. for hand-made runs)."""
-        s = _read_json(self.path / "summary.json")
-        return s if s else _summary_from_metrics(self)
+        """``summary.json``, a cache: rebuilt from metrics when missing or damaged.
+
+        The result always has a finite ``created``, an integer ``step`` and a finite or None
+        ``best_val_bits_per_char``.
+        """
+        s, _ = L.read_obj(self.path / L.SUMMARY_FILE, L.LIMITS[L.SUMMARY_FILE])
+        return dict(s) if s is not None and L.valid_summary(s) else _summary_from_metrics(self)
 
     # ------------------------------------------------------------------ status
 
@@ -519,8 +584,15 @@ class RunDir:
             self._last_heartbeat = now
 
     def read_status(self) -> dict[str, Any]:
-        """``status.json`` as a dict ({} if the run never started)."""
-        return _read_json(self.status_path)
+        """``status.json`` as a dict ({} if the run never started), mistyped fields dropped."""
+        return self.status_and_problem()[0]
+
+    def status_and_problem(self) -> tuple[dict[str, Any], str]:
+        """The checked status and why it is damaged ('' when it is not)."""
+        d, problem = L.read_obj(self.status_path, L.LIMITS[L.STATUS_FILE])
+        if d is None:
+            return {}, problem
+        return L.clean_status(d)
 
     def liveness(self) -> str:
         """One of live, finished, stopped, failed, dead, created (see the module docstring)."""
@@ -556,17 +628,21 @@ class RunDir:
             {"action": action, "time": time.time(), "id": uuid.uuid4().hex, "pid": os.getpid()},
         )
 
+    def _read_control(self) -> dict[str, Any]:
+        d = _read_json(self.control_path, L.LIMITS[L.CONTROL_FILE])
+        if not (L.is_str(d.get("id")) and L.is_num(d.get("time")) and L.is_str(d.get("action"))):
+            return {}
+        return d
+
     @staticmethod
     def _control_key(d: Mapping[str, Any]) -> Any:
         return (d.get("id"), d.get("time"), d.get("action")) if d else None
 
     def poll_control(self) -> str | None:
         """The newest unseen request's action, returned once; None most of the time."""
-        if not self.control_path.exists():
-            return None
-        # Read every time (tens of microseconds): mtimes are too coarse to tell two quick
-        # requests apart, the unique id is not.
-        d = _read_json(self.control_path)
+        # Read every time (tens of microseconds, bounded: a huge file is refused from its
+        # size): mtimes are too coarse to tell two quick requests apart, the unique id is not.
+        d = self._read_control()
         key = self._control_key(d)
         if key is None or key == self._control_seen:
             return None
@@ -587,19 +663,19 @@ class RunDir:
 
 
 def _summary_from_metrics(run: RunDir) -> dict[str, Any]:
-    """Fallback scan of ``metrics.jsonl`` (one pass) for runs without ``summary.json``."""
+    """Rebuild the summary from ``metrics.jsonl`` (the source of truth), one pass."""
     best: float | None = None
     step = 0
     for e in run.read_metrics():
         s = e.get("step")
-        if isinstance(s, int):
+        if L.is_int(s):
             step = max(step, s)
         v = e.get("val_bits_per_char")
-        if e.get("event") == "eval" and isinstance(v, (int, float)) and v == v:
+        if e.get("event") == "eval" and L.is_num(v) and v >= 0:
             best = v if best is None else min(best, v)
     try:
-        created = run.config_path.stat().st_mtime
-    except OSError:
+        created = float(os.lstat(run.config_path).st_mtime)
+    except (OSError, ValueError):
         created = 0.0
     return {"created": created, "best_val_bits_per_char": best, "step": step}
 
@@ -610,61 +686,31 @@ def resolve_run(name_or_path: str | Path, *, home: Path | None = None) -> RunDir
 
 
 def run_info(run: RunDir) -> RunInfo:
-    """Summarise one run without reading its metrics (uses summary.json + status.json)."""
-    try:
-        cfg = run.read_config()
-        state = run.liveness()
-    except RunError:
-        cfg, state = {}, "corrupt"
-    summary = run.read_summary()
-    status = run.read_status()
-    steps = [v for v in (summary.get("step"), status.get("step")) if isinstance(v, int)]
-    mtimes = []
-    for p in (run.config_path, run.status_path, run.metrics_path, run.path / "summary.json"):
-        with contextlib.suppress(OSError):
-            mtimes.append(p.stat().st_mtime)
-    best = summary.get("best_val_bits_per_char")
-    return RunInfo(
-        name=run.name,
-        path=run.path,
-        state=state,
-        step=max(steps) if steps else 0,
-        best_val_bits_per_char=float(best) if isinstance(best, (int, float)) else None,
-        preset=str(cfg.get("preset", "?")),
-        process=str((cfg.get("process") or {}).get("kind", "?")),
-        created=float(summary.get("created") or (min(mtimes) if mtimes else 0.0)),
-        last_update=max(mtimes) if mtimes else 0.0,
-    )
+    """One row of ``ldlm runs list``; never raises (see :mod:`ldlm_engine.run_admin`)."""
+    from .run_admin import run_info as info
+
+    return info(run)
 
 
 def list_runs(home: Path | None = None) -> list[RunInfo]:
-    """All runs under ``home/runs`` (default ``ldlm_home()``), newest first."""
-    root = runs_root(home)
-    try:
-        entries = sorted(root.iterdir())
-    except OSError:
-        return []
-    infos = [run_info(RunDir(p)) for p in entries if (p / "config.json").is_file()]
-    infos.sort(key=lambda i: (i.created, i.name), reverse=True)
-    return infos
+    """All runs under ``home/runs``, newest first; never raises (see run_admin)."""
+    from .run_admin import list_runs as listing
+
+    return listing(home)
 
 
 def delete_run(name_or_path: str | Path, *, force: bool = False, home: Path | None = None) -> Path:
-    """Remove a run directory; refuses a live run.
+    """Remove a run folder that ldlm made, and only what ldlm wrote in it (see run_admin)."""
+    from .run_admin import delete_run_dir
 
-    ``force`` only overrides a heartbeat that merely *looks* live (status.json fresh, lock not
-    held); a run whose lock is held is never deleted.
-    """
-    run = resolve_run(name_or_path, home=home)
-    if run.is_locked():
-        pid = run._lock_pid() or run.read_status().get("pid") or "?"
-        raise RunError(
-            f"run {run.name} is live (pid {pid}); stop it first (`ldlm runs stop {run.name}`)"
-        )
-    if not force and run.liveness() == "live":
-        raise RunError(f"run {run.name} looks live (fresh heartbeat); stop it first or use --force")
-    shutil.rmtree(run.path)
-    return run.path
+    return delete_run_dir(resolve_run(name_or_path, home=home), force=force, home=home)
+
+
+def discard_new_run(run: RunDir) -> None:
+    """Undo :meth:`RunDir.create` for a run that never trained (see run_admin)."""
+    from .run_admin import discard_new_run as discard
+
+    discard(run)
 
 
 __all__ = [
@@ -673,6 +719,7 @@ __all__ = [
     "RunDir",
     "RunInfo",
     "delete_run",
+    "discard_new_run",
     "ldlm_home",
     "list_runs",
     "pid_alive",

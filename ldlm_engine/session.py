@@ -190,7 +190,7 @@ class GenerationSession:
 
 def _notes(loaded: LoadedRun, prompt: str, last: Frame) -> list[str]:
     """What the user should know about a generation: what the model could not see."""
-    notes = []
+    notes = [loaded.note] if loaded.note else []
     unknown = describe_unknown(unknown_pieces(loaded.tokenizer, prompt))
     if unknown:
         notes.append(unknown)

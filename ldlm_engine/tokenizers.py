@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from array import array
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -27,9 +28,10 @@ import numpy as np
 
 from .config import MAX_VOCAB
 from .errors import CheckpointError, ConfigError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, read_bounded
 
 FORMAT_VERSION = 1
+TOKENIZER_FILE_LIMIT = 256 << 20  # far above a 1M-entry vocabulary; a refusal, not OOM
 SPECIAL_TOKENS = ("<pad>", "<unk>", "<start>", "<end>", "<mask>")
 N_SPECIAL = len(SPECIAL_TOKENS)
 KINDS = ("char", "word", "bpe")
@@ -90,6 +92,21 @@ class Tokenizer:
     def token_text(self, id: int) -> str:
         """Display text of one token (what the UI shows while a position is denoised)."""
         raise NotImplementedError
+
+    def encode_with_spans(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """``encode(text)`` as an int64 array, and each token's [start, end) in ``text``.
+
+        Spans say which characters a token stands for: the text of an ``<unk>``, and the
+        characters a per-character figure divides by (:func:`ldlm_engine.data.count_chars`).
+        """
+        raise NotImplementedError
+
+    def separator(self, left: str, right: str) -> str:
+        """What decoding puts between the texts ``left`` and ``right`` when joined.
+
+        Nothing for tokenizers whose tokens carry their own spacing (char, bpe).
+        """
+        return ""
 
     def encode_array(self, text: str) -> np.ndarray:
         """Encode a (possibly huge) text chunk by chunk into a 1-D compact id array."""
@@ -164,6 +181,10 @@ class CharTokenizer(Tokenizer):
     def token_text(self, id: int) -> str:
         id = int(id)
         return self.itos[id] if 0 <= id < len(self.itos) else SPECIAL_TOKENS[self.unk_id]
+
+    def encode_with_spans(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        starts = np.arange(len(text), dtype=np.int64)
+        return self.encode_array(text).astype(np.int64), np.stack([starts, starts + 1], 1)
 
     def encode_array(self, text: str) -> np.ndarray:
         """Vectorised: map UTF-32 code points through a lookup table, chunk by chunk."""
@@ -269,6 +290,24 @@ class WordTokenizer(Tokenizer):
     def token_text(self, id: int) -> str:
         id = int(id)
         return self.itos[id] if 0 <= id < len(self.itos) else SPECIAL_TOKENS[self.unk_id]
+
+    def encode_with_spans(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        get, unk = self.stoi.get, self.unk_id
+        ids, spans = array("q"), array("q")  # 8 bytes an entry, not a Python int each
+        for m in _WORD_RE.finditer(text):
+            ids.append(get(m.group(), unk))
+            spans.extend(m.span())
+        return np.frombuffer(ids, np.int64), np.frombuffer(spans, np.int64).reshape(-1, 2)
+
+    def separator(self, left: str, right: str) -> str:
+        """A space where :func:`detokenize` would put one (quotes opened in ``left`` count)."""
+        if not left or not right or left[-1].isspace() or right[0].isspace():
+            return ""
+        a, b = _WORD_RE.findall(left), _WORD_RE.findall(right)
+        if not a or not b:
+            return ""
+        base = detokenize(a)
+        return detokenize([*a, b[0]])[len(base) : -len(b[0])]
 
     def _payload(self) -> dict[str, Any]:
         return {"vocab": self.words}
@@ -416,6 +455,19 @@ class BPETokenizer(Tokenizer):
         id = int(id)
         return self._texts[id] if 0 <= id < len(self._texts) else SPECIAL_TOKENS[self.unk_id]
 
+    def encode_with_spans(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """Byte-level tokens may split a character: its span is then shared (HF offsets).
+
+        Chunk by chunk, so a long text never becomes one list of Python offset tuples.
+        """
+        ids, spans, base = [np.zeros(0, np.int64)], [np.zeros((0, 2), np.int64)], 0
+        for chunk in _chunks(text, max(1, _CHUNK_CHARS // 8)):
+            enc = self._hf.encode(chunk, add_special_tokens=False)
+            ids.append(np.asarray(enc.ids, dtype=np.int64))
+            spans.append(np.asarray(enc.offsets, dtype=np.int64).reshape(-1, 2) + base)
+            base += len(chunk)
+        return np.concatenate(ids), np.concatenate(spans)
+
     def _payload(self) -> dict[str, Any]:
         return {"hf_json": self._hf.to_str()}
 
@@ -495,8 +547,8 @@ def tokenizer_from_dict(d: Any) -> Tokenizer:
 def load_tokenizer(path: str | os.PathLike[str]) -> Tokenizer:
     """Load a tokenizer JSON file written by :meth:`Tokenizer.save` (never unpickles)."""
     p = Path(path)
-    try:
-        raw = p.read_bytes()
+    try:  # bounded, no symlink, FIFO or device (a run's file may be hostile)
+        raw = read_bounded(p, TOKENIZER_FILE_LIMIT)
     except FileNotFoundError:
         raise CheckpointError(f"tokenizer file not found: {p}") from None
     except OSError as e:

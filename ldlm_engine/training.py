@@ -39,7 +39,8 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .config import RunConfig
-from .data import Batcher, eval_windows
+from .corpora import load_corpus
+from .data import Batcher, count_chars, eval_windows
 from .errors import CheckpointError, RunError
 from .evaluation import BoundEstimate, estimate_nll
 from .events import (
@@ -92,12 +93,14 @@ class Trainer:
         resume: bool = False,
         text: str | None = None,
         handle_signals: bool = True,
+        data: tuple | None = None,
     ):
         self.cfg = config.copy()
         self.run_dir = run_dir
         self.sinks = list(sinks)
         self.resume = resume
         self._text = text
+        self._data = data  # (tokenizer, splits) a RunPlan already prepared from this config
         self.handle_signals = handle_signals
         self._stop = threading.Event()
         self._pause = threading.Event()
@@ -110,6 +113,7 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
         self.model: DiffusionTransformer | None = None
+        self.load_note = ""
         self.device = resolve_device(self.cfg.train.device)
 
     # ------------------------------------------------------------------ control
@@ -157,7 +161,11 @@ class Trainer:
         tok = None
         if self.resume and self.run_dir is not None:
             tok = load_tokenizer(self.run_dir.path_of(TOKENIZER_FILE))
-        self.tokenizer, self.splits = prepare_data(cfg, tok, self._text)
+        if self._data is not None and tok is None:
+            self.tokenizer, self.splits = self._data
+            self._data = None
+        else:
+            self.tokenizer, self.splits = prepare_data(cfg, tok, self._text)
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every rerun
         self.model, self.process = build_model(cfg, self.tokenizer)
         self.model.to(self.device)
@@ -188,7 +196,7 @@ class Trainer:
         )
         torch.manual_seed(t.seed + 1 + self.rank)  # dropout differs per rank
         self.eval_set = eval_windows(self.splits.val, cfg.model.seq_len, t.eval_tokens)
-        self.chars_per_token = self.splits.val_chars / max(1, self.splits.val_tokens)
+        self.chars_per_token = self._eval_chars_per_token() if self.is_main else 1.0
         self.elapsed_before = 0.0
         self.tokens_seen = 0
         if self.resume:
@@ -260,6 +268,7 @@ class Trainer:
                 return  # stopped before its first checkpoint: start from scratch
             raise
         check_compatible(ck.meta, self.cfg.to_dict())
+        self.load_note = ck.note  # the newest checkpoint was incomplete: say which one loaded
         self.model.load_state_dict(ck.model_state)
         if ck.optimizer_state is not None:
             self.optimizer.load_state_dict(ck.optimizer_state)
@@ -277,6 +286,16 @@ class Trainer:
         self.best_val_bpc = ck.meta.get("best_val_bits_per_char")
 
     # ------------------------------------------------------------------ evaluation, samples
+    def _eval_chars_per_token(self) -> float:
+        """Exact characters per token of the evaluated windows (see ``data.count_chars``)."""
+        text = self._text
+        if text is None and self.tokenizer.kind != "char":  # char: one token per character
+            text = load_corpus(self.cfg.data.source).text
+        n_train = int(self.splits.train.numel())
+        total = n_train + int(self.splits.val.numel())
+        chars = count_chars(self.tokenizer, text or "", n_train, self.eval_set, total)
+        return chars / self.eval_set.numel()
+
     def evaluate(self) -> BoundEstimate:
         est = estimate_nll(
             self.model,
@@ -398,9 +417,11 @@ class Trainer:
     def _loop(self) -> str:
         t = self.cfg.train
         precision = "bf16" if self.amp_dtype is not None else "fp32"
+        note = f"; {self.load_note}" if self.load_note else ""
         self._status(
             "resumed" if self.resume and self.step else "started",
-            f"device {self.device.type}, {precision}, {self.model.num_parameters():,} parameters",
+            f"device {self.device.type}, {precision}, {self.model.num_parameters():,} parameters"
+            + note,
         )
         model = self.ddp_model
         model.train()
@@ -422,6 +443,7 @@ class Trainer:
                 group["lr"] = lr
             epoch_before = self.batcher.epoch
             x0 = self.batcher.next_batch().to(self.device, non_blocking=True)
+            self.process.progress = self.step / self.total_steps  # for block_warmup
             with self._amp():
                 loss = self.process.loss(model, x0, self.noise_gen)
             loss.backward()

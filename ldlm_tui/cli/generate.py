@@ -184,6 +184,8 @@ def eval_cmd(
     if max_tokens is not None and max_tokens < 1:
         raise E.ConfigError("--max-tokens must be at least 1")
     loaded = E.load_run(run, device=device.value)
+    if loaded.note:
+        _err(f"ldlm: warning: {loaded.note}")
     est = E.evaluate_run(loaded, data=data, samples=samples, max_tokens=max_tokens)
     d = est.to_dict()
     kind = loaded.config.process.kind

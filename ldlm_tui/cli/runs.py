@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 import time
 from typing import Any
@@ -39,6 +38,7 @@ def _run_row(info: Any) -> dict[str, Any]:
         "process": info.process,
         "created": info.created,
         "updated": info.last_update,
+        "reason": info.reason,
     }
 
 
@@ -74,26 +74,29 @@ def runs_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON 
         table = Table(box=None, header_style="bold", pad_edge=False)
         for h in header:
             table.add_column(h, justify="right" if h in ("STEP", "BEST VAL b/c") else "left")
-        colours = {"live": "green", "failed": "red", "dead": "red", "stopped": "yellow"}
+        colours = {
+            "live": "green",
+            "failed": "red",
+            "dead": "red",
+            "damaged": "red",
+            "stopped": "yellow",
+        }
         for r in rows:
             table.add_row(*r, style=colours.get(r[1], ""))
         make_console().print(table)
+        _print_damage(infos)
         return
     widths = [max(len(h), *(len(r[k]) for r in rows)) for k, h in enumerate(header)]
     for r in (header, *rows):
         _out("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    _print_damage(infos)
 
 
-def _list_checkpoint_steps(rd: Any) -> list[int]:
-    out = []
-    try:
-        for p in rd.checkpoints_dir.iterdir():
-            if p.name.startswith("step-") and (p / "meta.json").is_file():
-                with contextlib.suppress(ValueError):
-                    out.append(int(p.name[5:]))
-    except OSError:
-        pass
-    return sorted(out)
+def _print_damage(infos: list[Any]) -> None:
+    """Why each damaged run is damaged, under the table (the table stays one line a run)."""
+    for i in infos:
+        if i.state == "damaged" and i.reason:
+            _out(f"  {i.name}: {i.reason}")
 
 
 @runs_app.command(
@@ -113,7 +116,7 @@ def runs_show(
     last: dict[str, dict[str, Any]] = {}
     for e in rd.read_metrics():
         last[str(e.get("event"))] = e
-    ckpts = _list_checkpoint_steps(rd)
+    ckpts = rd.checkpoint_steps()
     if json_out:
         _dump_json(
             {

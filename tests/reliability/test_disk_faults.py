@@ -20,7 +20,7 @@ from conftest import ldlm_env
 from engine_helpers import TEXT
 from reliability_helpers import REPO, assert_one_error_line, cli, one_torch_thread, train_run  # noqa: F401
 
-from ldlm_engine import CheckpointError, RunConfig, RunDir, RunError, Trainer
+from ldlm_engine import CheckpointError, RunConfig, RunDir, Trainer
 from ldlm_engine.checkpoint import list_checkpoints, load_checkpoint
 
 # The child lowers its file-size limit right after its first checkpoint is announced, so the
@@ -75,21 +75,36 @@ def test_disk_full_during_checkpoint_cli(tmp_path: Path) -> None:
     run.close()
 
 
-def test_metrics_on_a_full_device(ldlm_home: Path, capsys) -> None:
-    """metrics.jsonl on /dev/full (ENOSPC on every write): RunError, one CLI line, exit 2."""
-    if not os.path.exists("/dev/full"):
-        pytest.skip("no /dev/full on this system")
+_FULL_AT_START_CHILD = textwrap.dedent(
+    """
+    import os, resource, signal, sys
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full disk sends no signal either
+    limit = int(os.environ["LDLM_TEST_FSIZE"])  # no file may grow past what metrics.jsonl has
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.RLIM_INFINITY))
+    from ldlm_tui.cli import main
+    main(sys.argv[1:])
+    """
+)
+
+
+def test_metrics_on_a_full_disk(ldlm_home: Path, tmp_path: Path) -> None:
+    """The disk is full when a resumed run appends to metrics.jsonl: one line, exit 2.
+
+    (A metrics.jsonl that is a symlink to /dev/full is refused outright: run files are never
+    opened through a symlink, see test_run_boundary.)
+    """
     _, rd, _, _ = train_run("devfull", steps=2)
-    rd.metrics_path.unlink()
-    rd.metrics_path.symlink_to("/dev/full")
-    cfg = RunConfig.from_dict(rd.read_config())
-    cfg.train.max_steps = 4
-    with pytest.raises(RunError, match="No space left on device") as info:
-        Trainer(cfg, run_dir=RunDir.open("devfull"), resume=True, text=TEXT).run()
-    assert "\n" not in str(info.value) and "metrics.jsonl" in str(info.value)
-    code, _, err = cli(capsys, "train", "--resume", "devfull", "--max-steps", "4")
-    assert code == 2
-    assert_one_error_line(err, "metrics.jsonl", "No space left on device")
+    rd.close()
+    env = ldlm_env(tmp_path)
+    env["LDLM_HOME"] = str(ldlm_home)
+    env["LDLM_TEST_FSIZE"] = str(rd.metrics_path.stat().st_size)
+    res = subprocess.run(
+        [sys.executable, "-c", _FULL_AT_START_CHILD, "train", "--resume", "devfull",
+         "--max-steps", "4"],
+        env=env, capture_output=True, text=True, timeout=120, cwd=REPO,
+    )  # fmt: skip
+    assert res.returncode == 2, res.stderr
+    assert_one_error_line(res.stderr, "metrics.jsonl", "File too large")
     assert load_checkpoint(rd.checkpoints_dir).step == 2
 
 

@@ -1,0 +1,370 @@
+"""Hostile runs: damage copies of a real run at random; ldlm must never cross the run's boundary.
+
+    python benchmarks/hostile_runs.py [--damages 30] [--seed 0] [--timeout 90] [--mem-mb 3072]
+
+It trains one real tiny run through ``ldlm train`` (a few steps, two checkpoints), then for
+each of N iterations copies it into a fresh ``LDLM_HOME`` as ``victim`` next to an intact
+``bystander``, applies 1-3 random damages to the victim, and runs the real executable:
+``runs list``, ``runs show victim``, ``generate victim``, ``eval victim`` (these four at once),
+then ``train --resume victim`` and ``runs rm victim --yes``. Each command runs under a
+timeout and a memory cap (``RLIMIT_AS`` in ``preexec_fn``), so a read of ``/dev/zero`` or a
+FIFO shows up as a failure instead of taking the machine.
+
+Damages: truncation, wrong JSON types, a symlink out of the run (to a sentinel file or folder),
+a symlink to ``/dev/zero``, a FIFO, a huge sparse file, a folder where a file belongs, and a
+user's file planted in the run. Targets: every file ldlm reads or writes in a run, the
+``checkpoints`` folder and the checkpoint folders.
+
+Counted, and all must be 0: tracebacks, hangs (timeouts), memory-cap kills, errors that are not
+one line, writes outside the run (any change to a file outside the victim, sentinels and the
+bystander included) and deletions of foreign files (outside files, and the planted user file).
+Exit status 1 if any is not 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+LDLM = [str(Path(sys.executable).with_name("ldlm"))]
+if not os.access(LDLM[0], os.X_OK):
+    LDLM = [sys.executable, "-m", "ldlm_tui.cli"]
+
+TOP_FILES = (
+    "config.json",
+    "summary.json",
+    "status.json",
+    "control.json",
+    "lock",
+    "metrics.jsonl",
+    "tokenizer.json",
+    ".ldlm-run",
+)
+CK_FILES = ("meta.json", "model.safetensors", "state.safetensors")
+KINDS = (
+    "truncate",
+    "wrong-types",
+    "symlink-out",
+    "dev-zero",
+    "fifo",
+    "huge",
+    "folder",
+    "planted-user-file",
+)
+ACCEPTABLE = ("ok", "exit-1", "exit-2")  # success, training failed, one-line user error
+WRONG = ["x", [1, 2], {"a": {}}, None, 10**30, float("nan"), True, -1, 1e308, "\n" * 3]
+
+
+def corpus_text(chars: int = 30_000) -> str:
+    """Varied English from CPython's reference docs (no network, no repository files)."""
+    from pydoc_data.topics import topics
+
+    keys = sorted(topics)
+    parts, size, i = [], 0, 0
+    while size < chars:
+        body = topics[keys[(i * 37) % len(keys)]].strip()[:1500]
+        parts.append(body)
+        size += len(body) + 2
+        i += 1
+    return "\n\n".join(parts)[:chars] + "\n"
+
+
+def env_for(home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        LDLM_HOME=str(home),
+        LDLM_CACHE_DIR=str(home.parent / "cache"),
+        LDLM_CONFIG_DIR=str(home.parent / "config"),
+        OMP_NUM_THREADS="1",
+        MKL_NUM_THREADS="1",
+        NO_COLOR="1",
+        COLUMNS="200",
+    )
+    for k in ("WORLD_SIZE", "RANK"):
+        env.pop(k, None)
+    return env
+
+
+def run(args: list[str], home: Path, *, timeout: float, mem_mb: int) -> dict:
+    """One `ldlm` command under a timeout and an address-space cap; classified."""
+
+    def cap() -> None:
+        limit = mem_mb << 20
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(
+            [*LDLM, *args],
+            env=env_for(home),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            preexec_fn=cap,
+            cwd=home.parent,
+        )
+    except subprocess.TimeoutExpired:
+        return {"cmd": args[:2], "outcome": "hang", "detail": f"no exit after {timeout:.0f}s"}
+    err = p.stderr
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    if "Traceback" in err:
+        outcome = "memory" if "MemoryError" in err else "traceback"
+        detail = lines[-1] if lines else ""
+    elif p.returncode < 0:
+        outcome, detail = "killed", f"signal {-p.returncode}"
+    elif p.returncode == 2 and (len(lines) != 1 or not lines[0].startswith("ldlm: error: ")):
+        outcome, detail = "not-one-line", " | ".join(lines[:3])
+    elif p.returncode == 0:
+        outcome, detail = "ok", ""
+    else:
+        outcome, detail = f"exit-{p.returncode}", lines[0] if lines else ""
+    return {
+        "cmd": args[:2],
+        "outcome": outcome,
+        "detail": detail[:200],
+        "s": round(time.monotonic() - t0, 1),
+    }
+
+
+def snapshot(root: Path, skip: Path) -> dict[str, tuple]:
+    """Every entry under ``root`` except ``skip``'s tree: what it is and a content digest."""
+    out: dict[str, tuple] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        d = Path(dirpath)
+        if d == skip or skip in d.parents:
+            dirnames[:] = []
+            continue
+        for name in dirnames + filenames:
+            p = d / name
+            if p == skip:
+                continue
+            st = os.lstat(p)
+            if os.path.islink(p):
+                out[str(p)] = ("link", os.readlink(p))
+            elif p.is_file() and st.st_size <= 64 << 20:
+                out[str(p)] = ("file", st.st_size, hashlib.sha256(p.read_bytes()).hexdigest())
+            elif p.is_file():  # a huge (sparse) file moved out by a damage: size and mtime
+                out[str(p)] = ("file", st.st_size, st.st_mtime_ns)
+            else:
+                out[str(p)] = ("other", oct(st.st_mode))
+    return out
+
+
+def train_template(work: Path, timeout: float) -> Path:
+    home = work / "template" / "home"
+    home.mkdir(parents=True)
+    corpus = work / "corpus.txt"
+    corpus.write_text(corpus_text(), encoding="utf-8")
+    args = [
+        "train", "--data", str(corpus), "--preset", "tiny", "--tokenizer", "char",
+        "--seq-len", "32", "--batch-size", "4", "--max-steps", "4", "--checkpoint-every", "2",
+        "--eval-every", "2", "--sample-every", "0", "--name", "good",
+    ]  # fmt: skip
+    p = subprocess.run(
+        [*LDLM, *args], env=env_for(home), capture_output=True, text=True, timeout=timeout * 4
+    )
+    if p.returncode != 0:
+        sys.exit(f"could not train the template run:\n{p.stderr}")
+    return home / "runs" / "good"
+
+
+def json_targets(run: Path) -> list[Path]:
+    ck = sorted((run / "checkpoints").glob("step-*"))
+    return [
+        *(run / f for f in ("config.json", "summary.json", "status.json", "control.json")),
+        run / "checkpoints" / "last.json",
+        *(c / "meta.json" for c in ck),
+    ]
+
+
+def damage(rng: random.Random, run: Path, outside: Path) -> str:
+    """Apply one random damage to ``run``; returns what was done."""
+    kind = rng.choice(KINDS)
+    steps = sorted((run / "checkpoints").glob("step-*"))
+    files = [run / f for f in TOP_FILES] + [run / "checkpoints" / "last.json"]
+    files += [s / f for s in steps for f in CK_FILES]
+    folders = [run / "checkpoints", *steps]
+    if kind == "wrong-types":
+        target = rng.choice(json_targets(run))
+        try:
+            d = json.loads(target.read_text())
+        except (OSError, ValueError):
+            d = {}
+        if isinstance(d, dict) and d and rng.random() < 0.8:
+            key = rng.choice(sorted(d))
+            if isinstance(d[key], dict) and d[key] and rng.random() < 0.5:
+                sub = rng.choice(sorted(d[key]))
+                d[key][sub] = rng.choice(WRONG)
+                key = f"{key}.{sub}"
+            else:
+                d[key] = rng.choice(WRONG)
+        else:
+            d, key = rng.choice(WRONG), "whole file"
+        target.write_text(json.dumps(d))
+        return f"wrong-types {target.relative_to(run)} ({key})"
+    if kind == "planted-user-file":
+        where = rng.choice([run, run / "checkpoints", *steps])
+        if where.is_dir() and not where.is_symlink():
+            (where / "my-notes.txt").write_text("the user's own notes\n")
+        return f"planted-user-file {where.relative_to(run.parent)}/my-notes.txt"
+    if kind == "symlink-out" and rng.random() < 0.3:
+        target = rng.choice(folders)
+        dest = outside / f"folder-{rng.randrange(10**6)}"
+        if target.exists():
+            os.rename(target, dest)  # a move, never a copy (it may hold a huge sparse file)
+        else:
+            dest.mkdir()
+        target.symlink_to(dest)
+        return f"symlink-out {target.relative_to(run)} -> outside folder"
+    target = rng.choice(files)
+    if not target.parent.is_dir():
+        return f"skipped {target.relative_to(run)} (parent gone)"
+    if target.is_dir() and not target.is_symlink():
+        shutil.rmtree(target)
+    elif kind != "truncate":
+        target.unlink(missing_ok=True)
+    if kind == "truncate":
+        if target.is_file() and not target.is_symlink():
+            size = target.stat().st_size
+            os.truncate(target, rng.randrange(size) if size else 0)
+    elif kind == "symlink-out":
+        target.symlink_to(outside / "sentinel.txt")
+    elif kind == "dev-zero":
+        target.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "huge":
+        target.write_bytes(b'{"a": "')
+        os.truncate(target, rng.choice((200 << 20, 2 << 30, 20 << 30)))  # sparse
+    elif kind == "folder":
+        target.mkdir()
+    return f"{kind} {target.relative_to(run)}"
+
+
+def one_iteration(i: int, rng: random.Random, template: Path, work: Path, args) -> dict:
+    base = work / f"it{i:03d}"
+    home = base / "home"
+    runs = home / "runs"
+    runs.mkdir(parents=True)
+    outside = base / "outside"
+    outside.mkdir()
+    (outside / "sentinel.txt").write_text("a file outside every run\n")
+    victim = runs / "victim"
+    shutil.copytree(template, victim)
+    shutil.copytree(template, runs / "bystander")
+    what = []
+    for _ in range(rng.randint(1, 3)):
+        try:
+            what.append(damage(rng, victim, outside))
+        except OSError as e:  # e.g. a damage that needs a file an earlier one replaced
+            what.append(f"skipped ({e.strerror})")
+    planted = list(victim.rglob("my-notes.txt"))
+    before = snapshot(base, victim)
+    t = args.timeout
+    cmds = [
+        ["runs", "list"],
+        ["runs", "show", "victim"],
+        ["generate", "victim", "--no-animate", "--length", "8", "--device", "cpu"],
+        ["eval", "victim", "--max-tokens", "256", "--device", "cpu"],
+    ]
+    with ThreadPoolExecutor(len(cmds)) as pool:
+        results = list(pool.map(lambda c: run(c, home, timeout=t, mem_mb=args.mem_mb), cmds))
+    results.append(
+        run(
+            ["train", "--resume", "victim", "--max-steps", "6"], home, timeout=t, mem_mb=args.mem_mb
+        )
+    )
+    results.append(run(["runs", "rm", "victim", "--yes"], home, timeout=t, mem_mb=args.mem_mb))
+    after = snapshot(base, victim)
+    outside_writes = sorted(k for k in after if before.get(k, after[k]) != after[k])
+    outside_writes += sorted(k for k in after if k not in before)
+    lost = sorted(k for k in before if k not in after)
+    lost += [str(p) for p in planted if not os.path.lexists(p)]
+    listed = json.loads(
+        subprocess.run(
+            [*LDLM, "runs", "list", "--json"], env=env_for(home), capture_output=True, text=True
+        ).stdout
+        or "[]"
+    )
+    bystander_ok = any(r["name"] == "bystander" and r["state"] == "finished" for r in listed)
+    shutil.rmtree(base, ignore_errors=True)
+    return {
+        "damage": what,
+        "results": results,
+        "outside_writes": outside_writes,
+        "lost": lost,
+        "bystander_ok": bystander_ok,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--damages", type=int, default=30, help="iterations (damaged copies)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--timeout", type=float, default=90.0, help="seconds per command")
+    ap.add_argument("--mem-mb", type=int, default=3072, help="RLIMIT_AS per command")
+    ap.add_argument("--verbose", action="store_true", help="print every iteration")
+    args = ap.parse_args(argv)
+    rng = random.Random(args.seed)
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="ldlm-hostile-") as tmp:
+        work = Path(tmp)
+        template = train_template(work, args.timeout)
+        outcomes: Counter[str] = Counter()
+        problems: list[str] = []
+        writes = lost = bystander_broken = 0
+        for i in range(args.damages):
+            it = one_iteration(i, rng, template, work, args)
+            for r in it["results"]:
+                outcomes[r["outcome"]] += 1
+                if r["outcome"] not in ACCEPTABLE:
+                    problems.append(f"#{i} {' '.join(r['cmd'])}: {r['outcome']} {r['detail']}")
+            writes += len(it["outside_writes"])
+            lost += len(it["lost"])
+            bystander_broken += not it["bystander_ok"]
+            for w in it["outside_writes"]:
+                problems.append(f"#{i} wrote outside the run: {w}")
+            for w in it["lost"]:
+                problems.append(f"#{i} deleted a foreign file: {w}")
+            if args.verbose:
+                rs = ", ".join(f"{' '.join(r['cmd'][:2])}={r['outcome']}" for r in it["results"])
+                print(f"#{i:03d} {'; '.join(it['damage'])}\n      {rs}", flush=True)
+    n_cmds = sum(outcomes.values())
+    bad = {k: outcomes[k] for k in ("traceback", "hang", "memory", "killed", "not-one-line")}
+    bad["other"] = sum(v for k, v in outcomes.items() if k not in (*ACCEPTABLE, *bad))
+    print(
+        f"hostile runs: {args.damages} damaged copies, {n_cmds} commands "
+        f"(seed {args.seed}, {time.monotonic() - t0:.0f}s, timeout {args.timeout:.0f}s, "
+        f"RLIMIT_AS {args.mem_mb} MB)"
+    )
+    print("  outcomes: " + ", ".join(f"{k} {v}" for k, v in sorted(outcomes.items())))
+    print(
+        f"  tracebacks {bad['traceback']}, hangs {bad['hang']}, memory-cap kills "
+        f"{bad['memory'] + bad['killed']}, multi-line errors {bad['not-one-line']}, "
+        f"other exits {bad['other']}"
+    )
+    print(
+        f"  writes outside the run {writes}, deletions of foreign files {lost}, "
+        f"bystander broken {bystander_broken}"
+    )
+    for line in problems[:40]:
+        print("  " + line)
+    failures = sum(bad.values()) + writes + lost + bystander_broken
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
