@@ -27,7 +27,7 @@ _EXPORTS = {
     "LdlmError": "errors",
     "LoadedRun": "inference",
     "MASK_MARKER": "prompts",
-    "MetricsFollower": "runs",
+    "MetricsFollower": "metrics_log",
     "ModelConfig": "config",
     "PRESETS": "config",
     "ProcessConfig": "config",
