@@ -1,13 +1,18 @@
-"""Quality per unit of compute: ar, mask and uniform trained for the same wall-clock budget.
+"""Quality per unit of compute: each process trained for the same CPU-time budget.
 
-    python benchmarks/quality.py [--minutes 10] [--processes ar,mask,uniform] [--plot out.png]
+    python benchmarks/quality.py [--minutes 10] [--processes ar,mask,uniform,block:4,block:8]
+                                 [--threads 2] [--plot out.png]
 
-Each process trains the ``default`` recipe on tiny Shakespeare (90/10 split). The step budget
-is calibrated so that the learning-rate schedule ends when the time does: a few timed steps
-first, then ``max_steps = minutes / seconds_per_step``. Prints held-out bits/char for each
-(an upper bound for the diffusion processes, exact for ar) with its standard error, the
-ratios to ar, and writes a loss-vs-time plot if matplotlib is installed (``pip install
--e ".[bench]"``).
+Each process trains the ``default`` recipe on tiny Shakespeare (90/10 split); ``block:B`` is
+the block process with blocks of B tokens. The budget is **CPU time of the training process**
+(``time.process_time``: every thread's time, so a busy shared machine does not shrink it),
+excluding setup and the periodic evaluations. Training stops when the budget is spent, and
+the learning-rate schedule is sized over it: after every step the planned step count is
+re-estimated from the CPU seconds per step so far, so the cosine decay ends with the budget
+whatever the speed. Prints held-out bits/char for each (an upper bound for the diffusion
+processes, exact for ar and block:1) with its standard error, the ratios to ar, CPU and wall
+minutes, and writes a bound-vs-CPU-time plot if matplotlib is installed (``pip install -e
+".[bench]"``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
+import torch
 from common import default_corpus, machine
 
 from ldlm_engine import (
@@ -50,24 +56,23 @@ def parse_setting(item: str) -> dict:
     return {section: {name: parsed}}
 
 
-def calibrate(cfg, steps: int = 20) -> float:
-    """Seconds per optimizer step of this config on this machine (after warm-up)."""
-    c = cfg.copy()
-    c.train.max_steps = steps + 3
-    c.train.log_every = 1
-    c.train.eval_every = c.train.sample_every = c.train.checkpoint_every = 0
-    times = []
-    Trainer(
-        c,
-        sinks=[lambda e: times.append(e.elapsed_s) if e.event == "step" else None],
-        handle_signals=False,
-    ).run()
-    return (times[-1] - times[2]) / (len(times) - 3)
+def split_spec(spec: str) -> tuple[str, int | None]:
+    """``block:4`` → ("block", 4); any other name → (name, None)."""
+    kind, _, size = spec.partition(":")
+    if not size:
+        return kind, None
+    if kind != "block" or not size.isdigit():
+        raise ConfigError(f"process {spec!r}: only block takes a size (block:B, e.g. block:4)")
+    return kind, int(size)
 
 
-def recipe(process: str, data: str, args) -> RunConfig:
+def recipe(spec: str, data: str, args) -> RunConfig:
     """The preset for one process with the command line's overrides, validated."""
-    cfg = adapt_process(get_preset(args.preset), process)
+    kind, size = split_spec(spec)
+    cfg = get_preset(args.preset)
+    if size is not None:
+        cfg.process.block_size = size
+    cfg = adapt_process(cfg, kind)
     cfg.data.source = data
     if args.batch:
         cfg.train.batch_size = args.batch
@@ -76,37 +81,78 @@ def recipe(process: str, data: str, args) -> RunConfig:
     return cfg.validate()
 
 
-def train_one(process: str, minutes: float, data: str, args) -> dict:
-    cfg = recipe(process, data, args)
-    sec = calibrate(cfg)
-    steps = max(20, int(minutes * 60 / sec))
-    cfg.train.max_steps = steps
-    cfg.train.eval_every = max(10, steps // 12)
-    cfg.train.sample_every = 0
-    cfg.train.checkpoint_every = steps
+class BudgetTrainer(Trainer):
+    """A Trainer that stops when its training CPU time reaches ``budget_s`` and sizes the LR
+    schedule to it (re-planning ``total_steps`` from the seconds per step so far), with an
+    evaluation every ``budget_s / evals`` CPU seconds; evaluations are not charged."""
+
+    def __init__(self, cfg: RunConfig, budget_s: float, evals: int, **kw):
+        super().__init__(cfg, **kw)
+        self.budget_s = budget_s
+        self.eval_period = budget_s / max(1, evals)
+        self.curve: list[tuple[int, float, float, float]] = []  # step, cpu s, wall s, bits
+
+    def setup(self) -> None:
+        super().setup()
+        self.total_steps = max(self.total_steps, 10**9)  # re-planned after every step
+        self.cpu0, self.wall0 = time.process_time(), time.perf_counter()
+        self.eval_cpu = self.eval_wall = 0.0
+        self.next_eval = self.eval_period
+        self.spent = (0.0, 0.0)  # training CPU and wall seconds at the last step
+
+    def train_cpu(self) -> float:
+        return time.process_time() - self.cpu0 - self.eval_cpu
+
+    def train_wall(self) -> float:
+        return time.perf_counter() - self.wall0 - self.eval_wall
+
+    def _emit_eval(self) -> None:
+        c, w = time.process_time(), time.perf_counter()
+        super()._emit_eval()
+        self.eval_cpu += time.process_time() - c
+        self.eval_wall += time.perf_counter() - w
+
+    def emit(self, event) -> None:
+        super().emit(event)
+        if event.event == "eval":
+            self.curve.append((event.step, self.train_cpu(), self.train_wall(),
+                               event.val_bits_per_char))  # fmt: skip
+        if event.event != "step":
+            return
+        used = self.train_cpu()
+        self.spent = (used, self.train_wall())
+        if used >= self.budget_s:
+            self.total_steps = self.step  # the loop ends; the final evaluation follows
+            return
+        per_step = used / self.step
+        self.total_steps = self.step + max(1, round((self.budget_s - used) / per_step))
+        if used >= self.next_eval:
+            self.next_eval += self.eval_period
+            self._emit_eval()
+
+
+def train_one(spec: str, minutes: float, data: str, args) -> dict:
+    cfg = recipe(spec, data, args)
+    cfg.train.log_every = 1  # every step reports, so the budget is checked every step
+    cfg.train.eval_every = cfg.train.sample_every = cfg.train.checkpoint_every = 0
     cfg.train.eval_tokens = 16_384
-    name = f"quality-{process}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg.train.epochs = None
+    name = f"quality-{spec.replace(':', '')}-{time.strftime('%Y%m%d-%H%M%S')}"
     rd = RunDir.create(cfg.to_dict(), name=name)
-    curve = []
-
-    def sink(e):
-        if e.event == "eval":
-            curve.append((e.step, e.time, e.val_bits_per_char))
-
-    t0 = time.time()
-    Trainer(cfg, run_dir=rd, sinks=[sink], handle_signals=False).run()
-    wall = time.time() - t0
+    tr = BudgetTrainer(cfg, minutes * 60, args.evals, run_dir=rd, handle_signals=False)
+    tr.run()
     est = evaluate_run(load_run(rd.path), max_tokens=args.eval_tokens, samples=args.eval_samples)
     return {
-        "process": process,
+        "process": spec,
         "run": str(rd.path),
-        "steps": steps,
-        "sec_per_step": round(sec, 3),
-        "train_minutes": round(wall / 60, 2),
+        "steps": tr.step,
+        "cpu_s_per_step": round(tr.spent[0] / max(1, tr.step), 4),
+        "cpu_minutes": round(tr.spent[0] / 60, 2),
+        "wall_minutes": round(tr.spent[1] / 60, 2),
         "val_bits_per_char": round(est.bits_per_char, 4),
         "stderr": round(est.stderr_bits_per_char, 4),
         "exact": est.exact,
-        "curve": [(s, round(t - t0, 1), round(b, 4)) for s, t, b in curve],
+        "curve": [(s, round(c, 1), round(w, 1), round(b, 4)) for s, c, w, b in tr.curve],
     }
 
 
@@ -120,13 +166,13 @@ def plot(results: list[dict], path: str) -> bool:
         return False
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in results:
-        xs = [t / 60 for _, t, _ in r["curve"]]
-        ys = [b for _, _, b in r["curve"]]
+        xs = [c / 60 for _, c, _, _ in r["curve"]]
+        ys = [b for _, _, _, b in r["curve"]]
         label = f"{r['process']} ({'exact' if r['exact'] else 'upper bound'})"
         ax.plot(xs, ys, marker="o", ms=3, label=label)
-    ax.set_xlabel("training time (minutes)")
+    ax.set_xlabel("training CPU time (minutes)")
     ax.set_ylabel("held-out bits per character")
-    ax.set_title("tiny Shakespeare, default recipe, same wall-clock budget")
+    ax.set_title("tiny Shakespeare, default recipe, same CPU-time budget")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -136,8 +182,12 @@ def plot(results: list[dict], path: str) -> bool:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--minutes", type=float, default=10.0, help="training budget per process")
-    ap.add_argument("--processes", default="ar,mask,uniform")
+    ap.add_argument(
+        "--minutes", type=float, default=10.0, help="training CPU-time budget per process"
+    )
+    ap.add_argument("--processes", default="ar,mask,uniform,block:4,block:8")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's choice)")
+    ap.add_argument("--evals", type=int, default=12, help="evaluations along the curve")
     ap.add_argument("--preset", default="default")
     ap.add_argument("--batch", type=int, default=0)
     ap.add_argument(
@@ -154,6 +204,8 @@ def main() -> None:
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     processes = args.processes.split(",")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     try:  # every bad setting is one line before minutes of training, not a traceback after
         for p in processes:
             recipe(p, args.data, args)
@@ -165,17 +217,21 @@ def main() -> None:
         print(json.dumps({"machine": machine(), "results": results}, indent=2))
     else:
         print(f"machine: {machine()}")
-        print(f"data: {args.data}; preset {args.preset}; {args.minutes:g} minutes per process")
+        print(
+            f"data: {args.data}; preset {args.preset}; "
+            f"{args.minutes:g} CPU minutes of training per process"
+        )
         ar = next((r for r in results if r["process"] == "ar"), None)
         print(
-            f"{'process':8} {'steps':>6} {'s/step':>7} {'minutes':>7} {'bits/char':>14} {'× ar':>6}"
+            f"{'process':9} {'steps':>6} {'cpu s/step':>10} {'cpu min':>7} {'wall min':>8} "
+            f"{'bits/char':>14} {'× ar':>6}"
         )
         for r in results:
             rel = f"{r['val_bits_per_char'] / ar['val_bits_per_char']:.2f}" if ar else "-"
             sign = "=" if r["exact"] else "≤"
             print(
-                f"{r['process']:8} {r['steps']:>6} {r['sec_per_step']:>7.2f} "
-                f"{r['train_minutes']:>7.1f} "
+                f"{r['process']:9} {r['steps']:>6} {r['cpu_s_per_step']:>10.3f} "
+                f"{r['cpu_minutes']:>7.2f} {r['wall_minutes']:>8.2f} "
                 f"{sign} {r['val_bits_per_char']:.3f} ±{r['stderr']:.3f} {rel:>6}"
             )
     if args.plot and not plot(results, args.plot):

@@ -59,6 +59,7 @@ _EXPORTS = {
     "discard_unstarted_run": "plans",
     "describe_unknown": "prompts",
     "estimate_nll": "evaluation",
+    "exact_bound": "config",
     "evaluate_run": "inference",
     "event_from_dict": "events",
     "final_frame": "sampling",

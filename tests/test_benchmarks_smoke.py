@@ -26,6 +26,11 @@ def commands(corpus: Path) -> dict[str, list[str]]:
             "--layers", "1", "--length", "16",
             "--num", "1", "--thresholds", "0.5", "--threads", "1", "--json",
         ],
+        "generation_speed": [
+            "generation_speed.py", "--data", c, "--lengths", "32,64", "--uncached-max", "32",
+            "--d-model", "32", "--heads", "2", "--layers", "1", "--seq-len", "16",
+            "--block-size", "4", "--reps", "1", "--threads", "1", "--json",
+        ],
         "memory": [
             "memory.py", "--data", c, "--mb", "0.3", "--steps", "1", "--no-baseline", "--json",
         ],
@@ -33,6 +38,11 @@ def commands(corpus: Path) -> dict[str, list[str]]:
             "tui_overhead.py", "--data", c, "--preset", "tiny", "--batch", "2", "--seq-len",
             "16", "--max-steps", "60", "--seconds", "0.5", "--warmup", "0", "--presses", "2",
             "--gap", "0", "--threads", "1", "--json",
+        ],
+        "quality": [
+            "quality.py", "--data", c, "--preset", "tiny", "--processes", "ar,block:4",
+            "--minutes", "0.01", "--batch", "4", "--set", "model.seq_len=16", "--evals", "2",
+            "--eval-tokens", "256", "--eval-samples", "2", "--threads", "1", "--json",
         ],
     }  # fmt: skip
 
@@ -75,10 +85,22 @@ def test_sampling_benchmark_runs(results):
     d = _json(results, "sampling")
     samplers = {r["sampler"] for r in d["rows"]}
     assert samplers == {"low_confidence", "threshold", "random"}
+    assert {r["process"] for r in d["rows"]} == {"mask", "block"}
     for r in d["rows"]:
         assert r["nfe"] >= 1 and r["tokens_per_s"] > 0 and r["gen_nll"] > 0
     assert d["rows"][0]["nfe"] == 16  # one token per model call
     assert d["target"] is not None and isinstance(d["target"]["pass"], bool)
+
+
+def test_generation_speed_benchmark_runs(results):
+    d = _json(results, "generation_speed")
+    rows = {(r["setting"], r["length"]): r for r in d["rows"]}
+    assert set(rows) == {(s, n) for s in ("ar", "block k=1", "block k=4") for n in (32, 64)}
+    for (_setting, n), r in rows.items():
+        assert r["cached_tokens_per_s"] > 0
+        assert ("speedup" in r) == (n == 32)  # recomputing only up to --uncached-max
+    assert rows[("ar", 64)]["cached_nfe"] == 64 and rows[("block k=4", 64)]["cached_nfe"] == 16
+    assert [isinstance(t["met"], bool) for t in d["targets"]] == [True, True]
 
 
 def test_memory_benchmark_runs(results):
@@ -92,3 +114,14 @@ def test_tui_overhead_benchmark_runs(results):
     d = _json(results, "tui_overhead")
     assert d["headless_tokens_per_s"] > 0 and d["app_tokens_per_s"] > 0
     assert d["latency"]["presses"] == 2
+
+
+def test_quality_benchmark_runs(results):
+    d = _json(results, "quality")
+    ar, blk = d["results"]
+    assert (ar["process"], blk["process"]) == ("ar", "block:4")
+    assert ar["exact"] and not blk["exact"] and blk["stderr"] > 0
+    for r in (ar, blk):
+        # Training stops once its CPU budget (0.6 s) is spent, evaluations not counted.
+        assert r["steps"] >= 1 and 0.01 <= r["cpu_minutes"] < 0.5
+        assert 0 < r["val_bits_per_char"] < 20 and r["curve"]

@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from ldlm_engine import config as config_module
+
 from ..progress import format_bound, format_duration, make_console, one_line, use_rich
 from .common import (
     _ago,
@@ -170,7 +172,7 @@ def runs_show(
             f"{e.get('tokens_per_s', 0):,.0f} tok/s · elapsed "
             f"{format_duration(e.get('elapsed_s'))}"
         )
-    exact = p.get("kind") == "ar"
+    exact = config_module.exact_bound(str(p.get("kind")), p.get("block_size") or 0)
     if "eval" in last:
         e = last["eval"]
         bound = format_bound(

@@ -290,7 +290,7 @@ def _train_foreground(
         raise
     finally:
         display.close()
-    exact = cfg.process.kind == "ar"
+    exact = E.exact_bound(cfg.process.kind, cfg.process.block_size)
     best = trainer.best_val_bpc
     quoted = _shell_quote(ref)
     if state == "finished":
