@@ -57,6 +57,11 @@ def generate(
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
     num: int = typer.Option(1, "--num", help="Number of samples."),
+    cache: bool | None = typer.Option(
+        None,
+        "--cache/--no-cache",
+        help="Reuse the key/value cache (ar, block); --no-cache recomputes every call.",
+    ),
     animate: bool | None = typer.Option(
         None, "--animate/--no-animate", help="Show the denoising live [default: on a terminal]."
     ),
@@ -78,6 +83,7 @@ def generate(
         block_length=block_length,
         threshold=threshold,
         seed=seed,
+        cache=cache,
     )
     if animate is None:
         animate = use_rich() and not json_out
