@@ -2,10 +2,11 @@
 
     python benchmarks/tui_overhead.py [--seconds 40] [--presses 30] [--reps 1] [--json]
 
-1. Throughput. The same config (built by the Train pane's own ``build_config`` from the same
-   form settings: ``default`` preset dims, batch 64, seq 128, a log event every step, no
-   samples) is trained twice for ``--seconds`` each: headless (a ``Trainer`` writing a run
-   directory, as ``ldlm train`` does) and in ``LdlmApp`` under ``run_test(size=(120, 40))``,
+1. Throughput. The same config (planned by the engine's ``plan_run`` from the same choices as
+   the Train pane's form: ``default`` preset dims, batch 64, seq 128, no samples, and a log
+   event every step from a benchmark ``config.toml``, which both front ends read) is trained
+   twice for ``--seconds`` each: headless (a ``Trainer`` writing a run directory, as
+   ``ldlm train`` does) and in ``LdlmApp`` under ``run_test(size=(120, 40))``,
    started from the Train pane with ``s`` and drawing its chart, stats and progress as it goes.
    Each figure is the median of the trainer's own per-window tokens/s (its ``step`` events,
    the first ``--warmup`` skipped). Reps interleave headless and app runs.
@@ -40,6 +41,29 @@ RATIO_TARGET = 0.95
 LATENCY_TARGET_MS = 100.0
 
 
+def run_choices(args):
+    """What the form's settings mean to the engine (as ``ldlm train`` flags would)."""
+    from ldlm_engine import RunChoices
+
+    f = form_settings(args)
+    every = f["sample-every"]
+    return RunChoices(
+        preset=f["preset"],
+        process=f["process"],
+        settings={
+            "data": {"source": f["corpus"]},
+            "model": {"seq_len": f["seq-len"]},
+            "train": {
+                "max_steps": f["max-steps"],
+                "batch_size": f["batch-size"],
+                "lr": f["lr"],
+                "sample_every": every,
+                "eval_every": every,
+            },
+        },
+    )
+
+
 def form_settings(args) -> dict:
     from ldlm_engine import get_preset
 
@@ -68,10 +92,9 @@ def percentile(xs: list[float], q: float) -> float:
 
 def headless(args) -> dict:
     """Train with a run directory in this process for ``args.seconds``; per-window tokens/s."""
-    from ldlm_engine import RunDir, Trainer
-    from ldlm_tui.screens.train import build_config
+    from ldlm_engine import plan_run
 
-    cfg = build_config(form_settings(args))
+    plan = plan_run(run_choices(args))
     rates: list[tuple[int, float]] = []
     started: list[float] = []
 
@@ -81,8 +104,8 @@ def headless(args) -> dict:
             if len(rates) == 1:
                 started.append(time.perf_counter())
 
-    run_dir = RunDir.create(cfg)
-    tr = Trainer(cfg, run_dir=run_dir, sinks=[sink], handle_signals=False)
+    run_dir = plan.create()
+    tr = plan.trainer(run_dir, sinks=[sink], handle_signals=False)
 
     def stopper() -> None:
         while not started and tr.state not in ("finished", "failed", "stopped"):
@@ -139,6 +162,9 @@ async def app_run(args) -> dict:
             if tabs.active == want:  # make every press change something
                 app.action_tab("train" if want != "train" else "generate")
                 await asyncio.sleep(0.05)
+            if app.focused is not None:  # the Generate tab puts the cursor in its prompt,
+                app.set_focus(None)  # where t and g would be typed: a user presses escape
+                await asyncio.sleep(0.05)
             drawn_at: list[float] = []
             t0 = time.perf_counter()
             ev = events.Key(key, key)
@@ -193,7 +219,7 @@ def main() -> None:
         "--max-steps",
         type=int,
         default=99,
-        help="the form's step count (below 100 the app logs every step); runs stop by time",
+        help="the form's step count; runs stop by time",
     )
     ap.add_argument("--sample-every", type=int, default=0, help="the form's sample/eval cadence")
     ap.add_argument("--seconds", type=float, default=40.0, help="measured time per run")
@@ -217,6 +243,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ldlm-tui-bench-") as tmp:
         os.environ["LDLM_HOME"] = str(Path(tmp) / "home")
         os.environ["LDLM_CONFIG_DIR"] = str(Path(tmp) / "config")
+        os.environ["LDLM_STATE_DIR"] = str(Path(tmp) / "state")
+        (Path(tmp) / "config").mkdir()
+        (Path(tmp) / "config" / "config.toml").write_text("[train]\nlog_every = 1\n")
         head_runs, app_runs = [], []
         for rep in range(args.reps):
             log(f"rep {rep + 1}/{args.reps}: headless trainer ({args.seconds:g} s) ...")
@@ -237,9 +266,10 @@ def main() -> None:
         "drawn_max_ms": max(drawn) if drawn else float("nan"),
         "presses": len(drawn),
     }
-    from ldlm_tui.screens.train import build_config
+    from ldlm_engine.plans import build_run_config
 
-    cfg = build_config(form_settings(args))
+    cfg = build_run_config(run_choices(args))
+    cfg.train.log_every = 1  # the benchmark's config.toml (gone with its temporary folder)
     m = cfg.model
     result = {
         "machine": machine(),

@@ -9,6 +9,8 @@ the result in the Generate pane, and captures the Runs pane. Takes a minute or t
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,13 +33,15 @@ async def wait_for(pilot, cond, timeout: float = 600.0) -> None:
 
 async def main() -> None:
     OUT.mkdir(exist_ok=True)
+    os.environ.setdefault("LDLM_CONFIG_DIR", tempfile.mkdtemp())  # not the user's config.toml
     app = LdlmApp()
     async with app.run_test(size=SIZE) as pilot:
         pane = app.train_pane
 
         pane.query_one("#preset", Select).value = "tiny"
         await pilot.pause(0.3)
-        for fid, value in {"max-steps": "2000", "sample-every": "500"}.items():
+        form = {"name": "tiny-builtin", "max-steps": "2000", "sample-every": "500"}
+        for fid, value in form.items():
             pane.query_one(f"#{fid}", Input).value = value
         await pilot.press("escape", "s")
         await wait_for(pilot, lambda: app.trainer is not None and app.trainer.step >= 1700)
@@ -45,19 +49,20 @@ async def main() -> None:
         app.save_screenshot(str(OUT / "train.svg"))
         await wait_for(pilot, lambda: not app.training)
         run = pane.run_name
-        await pilot.press("g")
+        await pilot.press("g")  # the finished run is the current run: Generate samples it
         gen = app.query_one(GeneratePane)
-        gen.set_run(run)
+        assert gen.run == run, (gen.run, run)
         await pilot.pause(0.2)
         gen.query_one("#gen-prompt", Input).value = "The [MASK*12] statement"
         gen.query_one("#gen-sampler", Select).value = "random"
         gen.query_one("#gen-temperature", Input).value = "0.8"
         gen.generate()
-        await wait_for(pilot, lambda: gen.frames and gen.frames[-1].done)
+        await wait_for(pilot, lambda: len(gen.frames) > 0 and not gen.generating)
+        gen.view.focus()  # out of the prompt: the arrow keys step through the frames
         await pilot.press("home", "right", "right", "right", "right", "right", "right")
         await pilot.pause(0.3)
         app.save_screenshot(str(OUT / "generate.svg"))
-        await pilot.press("r")
+        await pilot.press("escape", "r")
         await pilot.pause(2.5)
         app.save_screenshot(str(OUT / "runs.svg"))
 

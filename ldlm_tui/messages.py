@@ -8,7 +8,10 @@ run in this process looks exactly like a run followed from another process.
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
+from dataclasses import dataclass
 from typing import Any
 
 from textual.message import Message
@@ -103,6 +106,37 @@ class TrainFinished(Message):
         self.error = error
 
 
+class TrainLaunched(Message):
+    """Posted by the trainer thread once its run directory exists and the Trainer is built.
+
+    ``config`` is the run's config.json (plain data); ``history`` a resumed run's events so
+    far (dicts of numbers and short strings), read before the trainer appends to them.
+    """
+
+    def __init__(
+        self, run: str, config: dict[str, Any], history: list[dict[str, Any]], *, resumed: bool
+    ) -> None:
+        super().__init__()
+        self.run = run
+        self.config = config
+        self.history = history
+        self.resumed = resumed
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of the app's message log (the status line shows the newest)."""
+
+    when: float
+    severity: str  # information, warning, error
+    title: str
+    text: str
+
+    def line(self) -> str:
+        text = " ".join(self.text.split())
+        return f"{self.title}: {text}" if self.title else text
+
+
 class RunAction(Message):
     """The Runs pane asks the App to act on runs: open, attach, compare, resume."""
 
@@ -110,6 +144,48 @@ class RunAction(Message):
         super().__init__()
         self.action = action
         self.runs = runs
+
+
+# How the engine's command-line wording reads in the app (its form labels).
+APP_WORDS = {
+    "data": "corpus",
+    "max-steps": "steps",
+    "batch-size": "batch",
+    "seq-len": "seq len",
+    "sample-every": "report",
+    "eval-every": "report",
+    "tokenizer": "tokenizer",
+    "lr": "lr",
+    "preset": "preset",
+    "process": "process",
+    "name": "name",
+    "block-size": "block",
+}
+
+
+def in_app_words(message: str) -> str:
+    """An engine message with its command-line flags named as the Train form names them."""
+    message = re.sub(r"\bwith --data\b", "in the corpus field", message)
+
+    def label(m: re.Match[str]) -> str:
+        flag = m.group(1)
+        return f'the "{APP_WORDS[flag]}" field' if flag in APP_WORDS else m.group(0)
+
+    return re.sub(r"--([a-z][a-z-]*)", label, message)
+
+
+def close_run_names(name: str) -> list[str]:
+    """Existing runs whose names look like ``name`` (a typo), best first."""
+    from ldlm_engine import list_runs
+
+    names = [info.name for info in list_runs()]
+    return difflib.get_close_matches(name, names, n=3, cutoff=0.6)
+
+
+def did_you_mean(name: str) -> str:
+    """`` (did you mean a, b?)`` for a mistyped run name, or ``""``."""
+    close = close_run_names(name)
+    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def event_to_message(d: dict[str, Any], run: str) -> TrainMessage | None:

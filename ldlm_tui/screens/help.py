@@ -1,4 +1,6 @@
-"""Modal screens the App pushes: the key reference (``?``) and the quit-while-training choice.
+"""The app's chrome: modal screens it pushes (key reference, messages, confirmations,
+quitting), the status line, the footer that always keeps help and quit in view, and the
+command palette's entries.
 
 The key list lives here as data so the help screen, the README and the footer tell the same
 story; it is checked against the App's bindings in the tests.
@@ -6,30 +8,59 @@ story; it is checked against the App's bindings in the tests.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from functools import partial
+from typing import Any, ClassVar
 
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Label, Static
+from textual.widgets import Button, Footer, Label, Static
+from textual.widgets._footer import FooterKey
+
+from ldlm_engine import list_runs
+
+from ..messages import LogEntry, close_run_names
 
 KEYS: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "Everywhere",
         [
             ("t / g / r", "Train, Generate, Runs tab"),
-            ("s", "start training with the Train tab's settings"),
+            ("s", "start training with the Train tab's settings (asks from other tabs)"),
+            ("n", "new run: unlock the Train form (the current run's settings stay)"),
             ("p", "pause / resume (also an attached run)"),
-            ("x", "stop: checkpoint and end the run"),
+            ("x", "stop: checkpoint and end the run (asks from other tabs)"),
             ("l", "loss chart: toggle log scale"),
-            ("ctrl+p", "command palette"),
-            ("?", "this help"),
-            ("q", "quit (asks first while training)"),
+            ("m", "messages: recent notices and errors"),
+            ("ctrl+p", "command palette (runs by name, every action)"),
+            ("? / f1", "this help"),
+            ("q / ctrl+q", "quit (asks first while training)"),
             ("tab / shift+tab", "move between fields"),
             ("escape", "leave a field (letter keys act again); end a comparison"),
+        ],
+    ),
+    (
+        "Letter keys and text fields",
+        [
+            ("", "while a text field has the cursor, letters type; f1, ctrl+q, escape still act"),
+        ],
+    ),
+    (
+        "Generate tab (the current run)",
+        [
+            ("colours", "(the legend, drawn by the renderer)"),
+            ("enter / ctrl+g", "generate from the prompt (the cursor starts in the prompt)"),
+            ("[MASK] [MASK*N]", "infill: one / N tokens to fill; else the prompt is continued"),
+            ("temp", "temperature: 0 = always the likeliest token (often repeats itself)"),
+            ("steps / len", "model calls (0 = one per token) / tokens to write (blank = fill)"),
+            ("left / right", "step through the denoising frames"),
+            ("space", "replay the denoising"),
         ],
     ),
     (
@@ -46,10 +77,14 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
     (
         "Train form",
         [
+            ("name", "the run's name (blank: preset-process-time)"),
             ("corpus", "a file, a folder of .txt files, builtin, or a named corpus"),
+            ("tokenizer", "char, word or bpe"),
             ("steps / batch / lr", "optimizer steps, sequences per step, peak learning rate"),
             ("seq len", "tokens per training sequence"),
             ("report", "evaluate and print a sample every N steps (0 = never)"),
+            ("block", "block process: tokens per block (divides seq len)"),
+            ("", "starting values: the preset under your config.toml, like `ldlm train`"),
         ],
     ),
     (
@@ -63,16 +98,28 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
 ]
 
 
-def keys_table() -> Table:
-    table = Table.grid(padding=(0, 2))
-    table.add_column(style="bold", no_wrap=True)
-    table.add_column()
+def colour_legend() -> Text:
+    """The Generate view's colours (drawn by the shared renderer), for the help screen."""
+    try:
+        from ..render import legend
+    except ImportError:  # pragma: no cover - depends on the tree
+        return Text("")
+    return legend()
+
+
+def keys_table() -> Group:
+    """Each section as a heading over its keys, the key column aligned across sections."""
+    width = max(len(key) for _, rows in KEYS for key, _ in rows)
+    parts: list[Text | Table] = []
     for section, rows in KEYS:
-        table.add_row(Text(section, style="bold underline"), "")
+        parts.append(Text(section, style="bold underline"))
+        table = Table.grid(padding=(0, 2))
+        table.add_column(style="bold", no_wrap=True, min_width=width)
+        table.add_column()
         for key, what in rows:
-            table.add_row(key, what)
-        table.add_row("", "")
-    return table
+            table.add_row(key, colour_legend() if key == "colours" else what)
+        parts += [table, Text("")]
+    return Group(*parts)
 
 
 class HelpScreen(ModalScreen[None]):
@@ -116,3 +163,197 @@ class QuitScreen(ModalScreen[str | None]):
 
     def action_choose(self, choice: str | None) -> None:
         self.dismiss(choice)
+
+
+class ConfirmScreen(ModalScreen[bool]):
+    """A yes/no question before a long or destructive action started away from its tab."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y,enter", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "Cancel"),
+    ]
+
+    def __init__(self, question: str, yes: str = "Yes") -> None:
+        super().__init__()
+        self.question = question
+        self.yes = yes
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="confirm"):
+            yield Label(Text(self.question))
+            with Horizontal(classes="dialog-buttons"):
+                yield Button(f"{self.yes} (y)", id="yes", variant="primary", compact=True)
+                yield Button("Cancel (n)", id="no", compact=True)
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        self.dismiss(event.button.id == "yes")
+
+    def action_answer(self, yes: bool) -> None:
+        self.dismiss(yes)
+
+
+class MessagesScreen(ModalScreen[None]):
+    """Every notice and error of this session, newest last (toasts fade; these stay)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,m,q", "close", "Close")]
+
+    def __init__(self, entries: list[LogEntry]) -> None:
+        super().__init__()
+        self.entries = entries
+
+    def compose(self) -> ComposeResult:
+        import time
+
+        table = Table.grid(padding=(0, 1))
+        table.add_column(style="dim", no_wrap=True)
+        table.add_column()
+        styles = {"error": "bold red", "warning": "yellow"}
+        for e in self.entries[-100:]:
+            stamp = time.strftime("%H:%M:%S", time.localtime(e.when))
+            table.add_row(stamp, Text(e.line(), style=styles.get(e.severity, "")))
+        with VerticalScroll(classes="dialog", id="messages"):
+            yield Label(Text("Messages (escape closes)", style="bold"))
+            yield Static(table if self.entries else Text("No messages yet.", style="dim"))
+
+    def on_mount(self) -> None:
+        self.query_one("#messages").scroll_end(animate=False)
+
+    def action_close(self) -> None:
+        self.dismiss(None)
+
+
+class LdlmFooter(Footer):
+    """The footer with help and quit first, so a narrow terminal cuts other keys, never them.
+
+    Inside a text field ``?`` and ``q`` type; their other keys (f1, ctrl+q) show instead. It
+    is rebuilt only when the keys it shows change (every focus change asks), since a rebuild
+    costs the UI thread a layout pass that a key press then waits for.
+    """
+
+    FIRST = ("help", "quit")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._shown: tuple[Any, ...] | None = None
+
+    def _keys(self) -> list[tuple[Binding, bool, str]]:
+        by_action: dict[str, tuple[Binding, bool, str]] = {}
+        for _node, binding, enabled, tooltip in self.screen.active_bindings.values():
+            if not binding.show:
+                continue
+            seen = by_action.get(binding.action)
+            shorter = seen is None or len(self.app.get_key_display(binding)) < len(
+                self.app.get_key_display(seen[0])
+            )
+            if shorter:  # of a binding's keys, the plainest one that acts here: q, not ^q
+                by_action[binding.action] = (binding, enabled, tooltip)
+        return sorted(
+            by_action.values(),
+            key=lambda b: self.FIRST.index(b[0].action) if b[0].action in self.FIRST else 99,
+        )
+
+    def _signature(self) -> tuple[Any, ...]:
+        keys = tuple((b.key, b.action, b.description, on) for b, on, _ in self._keys())
+        palette = self.screen.active_bindings.get(self.app.COMMAND_PALETTE_BINDING)
+        return keys, palette is not None and palette.enabled
+
+    async def recompose(self) -> None:
+        if self._bindings_ready and self.is_attached:
+            signature = self._signature()
+            if signature == self._shown:
+                return
+        await super().recompose()
+
+    def compose(self) -> ComposeResult:
+        if not self._bindings_ready:
+            return
+        keys = self._keys()
+        self._shown = self._signature()
+        self.styles.grid_size_columns = len(keys)
+        for binding, enabled, tooltip in keys:
+            yield FooterKey(
+                binding.key,
+                self.app.get_key_display(binding),
+                binding.description,
+                binding.action,
+                disabled=not enabled,
+                tooltip=tooltip,
+            ).data_bind(compact=Footer.compact)
+        if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE:
+            palette = self.screen.active_bindings.get(self.app.COMMAND_PALETTE_BINDING)
+            if palette is not None:
+                yield FooterKey(
+                    palette.binding.key,
+                    self.app.get_key_display(palette.binding),
+                    palette.binding.description,
+                    palette.binding.action,
+                    classes="-command-palette",
+                    disabled=not palette.enabled,
+                    tooltip=palette.binding.tooltip or palette.binding.description,
+                )
+
+
+class StatusLine(Static):
+    """The top line: the current run and the latest message (errors stay until replaced)."""
+
+    DEFAULT_CSS = "StatusLine { dock: top; height: 1; background: $panel; padding: 0 1; }"
+
+    def show(self, run: str, entry: LogEntry | None) -> None:
+        line = Text.assemble(("ldlm", "bold"), no_wrap=True, overflow="ellipsis", end="")
+        line.append("  run " if run else "  no run", style="dim")
+        if run:
+            line.append(run, style="bold")
+        if entry is not None:
+            style = {"error": "bold red", "warning": "yellow"}.get(entry.severity, "")
+            line.append("  │ ", style="dim")
+            line.append(entry.line(), style=style)
+            line.append("  m: messages", style="dim")
+        self.update(line, layout=False)  # one fixed line: no layout pass
+
+
+class LdlmCommands(Provider):
+    """ldlm's entries in the command palette (Ctrl+P)."""
+
+    def _commands(self) -> list[tuple[str, str, Callable[[], object]]]:
+        app: Any = self.app  # the LdlmApp (not imported here: it imports this module)
+        cmds: list[tuple[str, str, Callable[[], object]]] = [
+            ("Start training", "train with the Train tab's settings (s)", app.action_start),
+            ("New run", "edit the Train form for a new run (n)", app.action_new_run),
+            ("Pause / resume training", "pause or resume the run (p)", app.action_pause),
+            ("Stop training", "checkpoint and stop the run (x)", app.action_stop),
+            ("Toggle log scale", "loss chart y axis (l)", app.action_log_scale),
+            ("Open run…", "the Runs tab: pick a run, Enter (r)", partial(app.action_tab, "runs")),
+            ("Generate", "the Generate tab (g)", partial(app.action_tab, "generate")),
+            ("Messages", "recent messages and errors (m)", app.action_messages),
+            ("ldlm keys", "list every ldlm key (?)", app.action_help),
+        ]
+        for info in list_runs()[:50]:
+            name = info.name
+            cmds.append(
+                (f"Open run {name}", f"{info.state}, step {info.step}", partial(app.open_run, name))
+            )
+            cmds.append(
+                (f"Attach to run {name}", "follow its loss and samples", partial(app.attach, name))
+            )
+        return cmds
+
+    async def discover(self) -> Hits:
+        for title, help_text, callback in self._commands()[:9]:
+            yield DiscoveryHit(title, callback, help=help_text)
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        commands = self._commands()
+        found = False
+        for title, help_text, callback in commands:
+            score = matcher.match(title)
+            if score > 0:
+                found = True
+                yield Hit(score, matcher.highlight(title), callback, help=help_text)
+        if found or not query.strip():
+            return
+        # Nothing matched: perhaps a mistyped run name ("open run alpah").
+        app: Any = self.app
+        for name in close_run_names(query.split()[-1]):
+            yield Hit(0.5, f"Open run {name} (did you mean?)", partial(app.open_run, name))

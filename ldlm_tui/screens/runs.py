@@ -9,6 +9,7 @@ Deleting happens here, behind a confirmation, and is refused for live runs.
 from __future__ import annotations
 
 import time
+from pathlib import PurePath
 from typing import ClassVar
 
 from rich.text import Text
@@ -18,15 +19,36 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Label, Static
 
-from ldlm_engine import LdlmError, RunInfo, delete_run, list_runs
+from ldlm_engine import LdlmError, RunDir, RunInfo, delete_run, list_runs
 
 from ..messages import RunAction
 
-COLUMNS = ("", "name", "state", "step", "val b/c", "preset", "process", "updated")
+COLUMNS = ("", "name", "state", "step", "val b/c", "corpus", "preset", "process", "updated")
 REFRESH_S = 2.0
+CORPUS_WIDTH = 18
 
 
-def run_row(info: RunInfo, marked: bool) -> tuple[str, ...]:
+def corpus_label(source: str) -> str:
+    """A corpus as the table shows it: a named corpus as is, a path by its last part."""
+    if not source:
+        return "-"
+    label = PurePath(source).name or source if ("/" in source or "\\" in source) else source
+    return label if len(label) <= CORPUS_WIDTH else label[: CORPUS_WIDTH - 1] + "…"
+
+
+def read_corpus(info: RunInfo) -> str:
+    """The run's corpus from its config.json ("" when it cannot be read: damaged runs)."""
+    if info.state == "damaged":
+        return ""
+    try:
+        data = RunDir(info.path).read_config().get("data")
+    except (LdlmError, OSError, ValueError):
+        return ""
+    source = data.get("source") if isinstance(data, dict) else None
+    return source if isinstance(source, str) else ""
+
+
+def run_row(info: RunInfo, marked: bool, corpus: str = "") -> tuple[str, ...]:
     best = info.best_val_bits_per_char
     updated = "-"
     if info.last_update:
@@ -37,6 +59,7 @@ def run_row(info: RunInfo, marked: bool) -> tuple[str, ...]:
         info.state,
         str(info.step),
         "-" if best is None else f"{best:.3f}",
+        corpus_label(corpus),
         info.preset,
         info.process,
         updated,
@@ -90,6 +113,7 @@ class RunsPane(Vertical):
         self.marked: set[str] = set()
         self.infos: dict[str, RunInfo] = {}
         self._rows: list[tuple[str, ...]] = []
+        self._corpora: dict[tuple[str, float], str] = {}  # (name, created) -> corpus: fixed
 
     def compose(self) -> ComposeResult:
         yield RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
@@ -117,15 +141,10 @@ class RunsPane(Vertical):
         infos = list_runs()
         self.infos = {i.name: i for i in infos}
         self.marked &= set(self.infos)
-        rows = [run_row(i, i.name in self.marked) for i in infos]
-        hint = self.query_one("#runs-hint", Static)
-        if not rows:
-            hint.update("No runs yet: press t for the Train tab, then s to start one.")
-        else:
-            marked = f", {len(self.marked)} marked" if self.marked else ""
-            runs = "1 run" if len(rows) == 1 else f"{len(rows)} runs"
-            hint.update(f"{runs}{marked}.  space marks runs for c (compare).")
-        if rows == self._rows:
+        rows = [run_row(i, i.name in self.marked, self._corpus(i)) for i in infos]
+        self._rows_changed = rows != self._rows
+        self._show_hint()
+        if not self._rows_changed:
             return
         self._rows = rows
         table = self.query_one(RunsTable)
@@ -135,6 +154,37 @@ class RunsPane(Vertical):
             table.add_row(*row, key=row[1])
         if current in self.infos:
             table.move_cursor(row=table.get_row_index(current))
+        self._show_hint()
+
+    def _corpus(self, info: RunInfo) -> str:
+        key = (info.name, info.created)
+        if key not in self._corpora:
+            corpus = read_corpus(info)
+            if not corpus:
+                return ""  # not cached: a damaged run may be repaired
+            self._corpora[key] = corpus
+        return self._corpora[key]
+
+    def _show_hint(self) -> None:
+        """Counts and keys; for a damaged run under the cursor, why it is damaged."""
+        hint = self.query_one("#runs-hint", Static)
+        if not self.infos:
+            empty = "No runs yet: press t for the Train tab, then s to start one."
+            hint.update(empty, layout=False)
+            return
+        info = self.infos.get(self.current_run() or "")
+        reason = getattr(info, "reason", "") if info is not None else ""
+        if info is not None and info.state == "damaged":
+            why = Text(f"{info.name} is damaged: {reason or 'unreadable files'}", "red")
+            hint.update(why, layout=False)
+            return
+        marked = f", {len(self.marked)} marked" if self.marked else ""
+        runs = "1 run" if len(self.infos) == 1 else f"{len(self.infos)} runs"
+        keys = "enter opens, a attaches, space marks for c (compare)"
+        hint.update(f"{runs}{marked}.  {keys}.", layout=False)  # one line: no layout pass
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_hint()
 
     def current_run(self) -> str | None:
         table = self.query_one(RunsTable)
