@@ -142,7 +142,7 @@ class SampleConfig:
     sampler: str = "auto"  # "auto" picks the process's natural sampler
     length: int = 64  # generated tokens
     steps: int = 0  # model calls budget; 0 = one per generated token (uniform: 100)
-    temperature: float = 0.0
+    temperature: float = 0.8  # tempered: greedy decoding of a small model repeats one token
     block_length: int = 0  # semi-autoregressive blocks; 0 = one block
     threshold: float = 0.9  # confidence needed by the "threshold" sampler
     seed: int = 0

@@ -7,6 +7,7 @@ from ldlm_engine.sampling import parse_template, transfer_schedule
 
 
 def run(model, proc, tok, prompt="", **kw):
+    kw.setdefault("temperature", 0.0)  # greedy unless a test says otherwise (default is 0.8)
     return list(generate(model, proc, tok, SampleConfig(**kw), prompt, max_len=32))
 
 

@@ -48,7 +48,11 @@ def generate(
         None, "--steps", help="Model calls (0 = one per token; uniform: 100)."
     ),
     sampler: Sampler | None = typer.Option(None, "--sampler", help="Sampler (auto = natural)."),
-    temperature: float | None = typer.Option(None, "--temperature", help="0 = greedy (default)."),
+    temperature: float | None = typer.Option(
+        None,
+        "--temperature",
+        help="0 = greedy; default 0.8 (greedy decoding of a small model repeats itself).",
+    ),
     block_length: int | None = typer.Option(
         None, "--block-length", help="Semi-autoregressive blocks (0 = one block)."
     ),

@@ -42,7 +42,7 @@ def fmt_rate(x: float) -> str:
 class TrainStats(Static):
     """Step/total, epoch, loss, val bits/char, tokens/s, ETA, lr, device, memory, state."""
 
-    DEFAULT_CSS = "TrainStats { height: auto; }"
+    DEFAULT_CSS = "TrainStats { height: 4; }"  # fixed: a redraw then needs no layout pass
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -96,7 +96,7 @@ class TrainStats(Static):
 
     def redraw(self) -> None:
         self.dirty = False
-        self.update(self.render_stats())
+        self.update(self.render_stats(), layout=False)
 
     def render_stats(self) -> Group:
         def num(x: float | None, spec: str) -> str:
