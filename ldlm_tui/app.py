@@ -29,7 +29,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.timer import Timer
-from textual.widgets import Input, Static, TabbedContent, TabPane, TextArea
+from textual.widgets import Input, TabbedContent, TabPane, TextArea
 from textual.worker import Worker, WorkerState
 
 from ldlm_engine import (
@@ -54,6 +54,7 @@ from .messages import (
     event_to_message,
     in_app_words,
 )
+from .screens.generate import GeneratePane
 from .screens.help import (
     ConfirmScreen,
     HelpScreen,
@@ -67,22 +68,10 @@ from .screens.runs import RunsPane
 from .screens.train import TrainPane
 from .widgets.loss_chart import LossChart
 
-try:  # written in parallel by another engineer; the app must work without it
-    from .screens.generate import GeneratePane
-except ImportError:  # pragma: no cover - depends on the tree
-    GeneratePane = None  # type: ignore[assignment,misc]
-
 FOLLOW_EVERY_S = 0.5
 MAX_MESSAGES = 200
 # App keys that are letters: never acted on while a text field has focus.
 LETTER_ACTIONS = frozenset({"start", "pause", "stop", "log_scale", "tab", "new_run", "messages"})
-
-
-class GeneratePlaceholder(Static):
-    """Stands in for the Generate pane when it is not installed."""
-
-    def set_run(self, run: str) -> None:
-        self.update(Text(f"Run {run} selected; the Generate pane is not available."))
 
 
 class LdlmApp(App):
@@ -147,12 +136,7 @@ class LdlmApp(App):
                 form = self.remembered.get("form")
                 yield TrainPane(data=self.data, remembered=form, id="train-pane")
             with TabPane("Generate", id="generate"):
-                if GeneratePane is not None:
-                    yield GeneratePane(id="generate-pane")
-                else:
-                    yield GeneratePlaceholder(
-                        "Pick a run in the Runs tab (r) and press Enter.", id="generate-pane"
-                    )
+                yield GeneratePane(id="generate-pane")
             with TabPane("Runs", id="runs"):
                 yield RunsPane(id="runs-pane")
         yield LdlmFooter(compact=True)

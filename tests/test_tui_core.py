@@ -454,3 +454,33 @@ async def test_resuming_a_finished_run_says_how_to_extend_it(home):
         said = errors(app)[-1]
         assert "already finished" in said and "ldlm train --resume done --max-steps N" in said
         assert not app.train_pane.query_one("#start", Button).disabled
+
+
+@pytest.mark.parametrize("process", ["mask", "ar", "uniform"])
+async def test_the_seed_preset_trains_from_the_form_with_every_process(home, process, corpus_file):
+    """The seed preset's time embedding belongs to the uniform process: the form can pick any
+    process with it and the run trains, evaluates and samples (issue 13)."""
+    app = LdlmApp()
+    async with app.run_test(size=(120, 40)) as pilot:
+        await set_form(app, pilot, preset="seed")
+        app.train_pane.query_one("#process", Select).value = process
+        await pilot.pause()
+        values = {
+            "corpus": str(corpus_file),
+            "name": f"seed-{process}",
+            "max-steps": "2",
+            "batch-size": "2",
+            "seq-len": "16",
+            "sample-every": "2",
+        }
+        await set_form(app, pilot, **values)
+        await pilot.press("s")
+        await wait_for(pilot, lambda: app.train_state == "finished", 120, "the seed run")
+    assert not errors(app)
+    events = [json.loads(x) for x in (home / "runs" / f"seed-{process}" / "metrics.jsonl")
+              .read_text().splitlines()]  # fmt: skip
+    kinds = {e["event"] for e in events}
+    assert {"eval", "sample"} <= kinds, kinds
+    cfg = json.loads((home / "runs" / f"seed-{process}" / "config.json").read_text())
+    assert cfg["process"]["kind"] == process
+    assert cfg["model"]["time_embedding"] == (process == "uniform")
