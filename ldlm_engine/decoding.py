@@ -33,14 +33,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable, Iterator
 
 import torch
 
 from .config import SampleConfig
 from .errors import ConfigError
-from .sampling import Frame, gumbel_argmax, transfer_schedule
+from .sampling import Frame, choose_reveal, gumbel_argmax, transfer_schedule
 
 WindowSampler = Callable[[torch.Tensor, torch.Tensor, SampleConfig], Iterator[Frame]]
 
@@ -157,26 +156,12 @@ def _denoise(logits_fn, block, fixed, n_steps: int, sampler: str, cfg, gen, mask
     """
     schedule = iter(transfer_schedule(int((block == mask_id).sum()), n_steps))
     conf = torch.where(fixed, 1.0, 0.0).double()
-    neg_inf = torch.tensor(-math.inf, dtype=torch.float64, device=block.device)
     while bool((block == mask_id).any()):
         logits = logits_fn(block)
         x0 = gumbel_argmax(logits, cfg.temperature, gen)
         x0_p = torch.softmax(logits.double(), dim=-1).gather(-1, x0[:, None]).squeeze(-1)
         candidates = block == mask_id
-        if sampler == "random":
-            r = torch.rand(x0_p.shape, generator=gen, dtype=torch.float64).to(block.device)
-            score = torch.where(candidates, r, neg_inf)
-        else:
-            score = torch.where(candidates, x0_p, neg_inf)
-        if sampler == "threshold":
-            pick = candidates & (x0_p >= cfg.threshold)
-            if not bool(pick.any()):
-                pick[score.argmax()] = True
-            reveal = pick.nonzero().squeeze(1)
-        else:
-            left = int(candidates.sum())
-            k = max(1, min(next(schedule, left), left))
-            reveal = torch.topk(score, k).indices
+        reveal = choose_reveal(x0_p, candidates, sampler, cfg.threshold, schedule, gen)
         block[reveal] = x0[reveal]
         conf = torch.where(block == mask_id, x0_p, conf)
         conf[reveal] = x0_p[reveal]

@@ -248,6 +248,27 @@ def _blocks(positions: list[int], block_length: int) -> list[list[int]]:
     return [positions[i : i + block_length] for i in range(0, len(positions), block_length)]
 
 
+def choose_reveal(x0_p, candidates, sampler: str, threshold: float, schedule, gen) -> torch.Tensor:
+    """The masked positions one model call reveals (LLaDA's rule), shared by the full-sequence
+    and the block samplers: ``low_confidence`` the ``next(schedule)`` most confident,
+    ``random`` as many at random, ``threshold`` every one at least ``threshold`` sure (at
+    least one)."""
+    if sampler == "random":
+        score = torch.rand(x0_p.shape, generator=gen, dtype=torch.float64).to(x0_p.device)
+    else:
+        score = x0_p
+    neg_inf = torch.tensor(-math.inf, dtype=torch.float64, device=x0_p.device)
+    score = torch.where(candidates, score, neg_inf)
+    if sampler == "threshold":
+        pick = candidates & (x0_p >= threshold)
+        if not bool(pick.any()):
+            pick[score.argmax()] = True
+        return pick.nonzero().squeeze(1)
+    left = int(candidates.sum())
+    k = max(1, min(next(schedule, left), left))
+    return torch.topk(score, k).indices
+
+
 def _masked(model, process: MaskedProcess, x, fixed, cfg: SampleConfig, sampler: str, gen):
     """LLaDA-style reverse process: start from masks, reveal tokens by confidence."""
     mask_id = process.mask_id
@@ -275,22 +296,8 @@ def _masked(model, process: MaskedProcess, x, fixed, cfg: SampleConfig, sampler:
             x0 = gumbel_argmax(logits, cfg.temperature, gen)
             p = torch.softmax(logits.double(), dim=-1)
             x0_p = p.gather(-1, x0[:, None]).squeeze(-1)
-            mask_now = x[0] == mask_id
-            candidates = mask_now & in_block
-            if sampler == "random":
-                score = torch.rand(x0_p.shape, generator=gen, dtype=torch.float64).to(x.device)
-            else:
-                score = x0_p
-            score = torch.where(candidates, score, torch.tensor(-math.inf, dtype=torch.float64))
-            if sampler == "threshold":
-                pick = candidates & (x0_p >= cfg.threshold)
-                if not bool(pick.any()):
-                    pick[score.argmax()] = True
-                reveal = pick.nonzero().squeeze(1)
-            else:
-                k = next(k_iter, int(candidates.sum()))
-                k = max(1, min(k, int(candidates.sum())))
-                reveal = torch.topk(score, k).indices
+            candidates = (x[0] == mask_id) & in_block
+            reveal = choose_reveal(x0_p, candidates, sampler, cfg.threshold, k_iter, gen)
             x[0, reveal] = x0[reveal]
             # Confidence: revealed tokens keep the probability they were chosen with; masked
             # positions show the model's current best guess, for the UI's colouring.
