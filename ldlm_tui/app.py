@@ -659,20 +659,9 @@ class LdlmApp(App):
         if rd is not None and self.train_state == "stopped":
             message = f"stopped run {rd.name} at step {step}; resume: ldlm train --resume {rd.name}"
         if self._exit_after == "background" and rd is not None and self.train_state == "stopped":
-            argv = ["train", "--resume", str(rd.path)]
-            try:
-                from .launch import spawn_detached
+            from .launch import continue_in_background
 
-                pid = spawn_detached(argv, rd.log_path)
-            except Exception as e:
-                message = (
-                    f"could not continue run {rd.name} in the background ({e}); "
-                    f"resume it with: ldlm train --resume {rd.name}"
-                )
-            else:
-                message = (
-                    f"run {rd.name} continues in the background (pid {pid}): ldlm watch {rd.name}"
-                )
+            message = continue_in_background(rd.path, rd.name, rd.log_path)
         self.exit(message=message)
 
     def hangup(self) -> None:

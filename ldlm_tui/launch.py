@@ -20,6 +20,8 @@ import sys
 import threading
 from pathlib import Path
 
+from ldlm_engine.fileio import open_nofollow
+
 
 def spawn_detached(argv: list[str], log_path: Path) -> int:
     """Run ``ldlm *argv`` in a new session, detached from this terminal; return its pid.
@@ -35,7 +37,9 @@ def spawn_detached(argv: list[str], log_path: Path) -> int:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"  # every log line reaches train.log at once
     env.pop("COLUMNS", None)
-    with open(log_path, "ab", buffering=0) as log, open(os.devnull, "rb") as devnull:
+    # Never through a symlink planted in a run folder (it could point anywhere).
+    fd = open_nofollow(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    with os.fdopen(fd, "ab", buffering=0) as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ldlm_tui.cli", *argv],
             stdin=devnull,
@@ -64,3 +68,15 @@ def spawn_training(run_dir: str | Path) -> int:
 
 
 __all__ = ["spawn_detached", "spawn_training"]
+
+
+def continue_in_background(run_dir: Path, name: str, log_path: Path) -> str:
+    """Resume a just-stopped run in a detached process; the line to print in the shell."""
+    try:
+        pid = spawn_detached(["train", "--resume", str(run_dir)], log_path)
+    except Exception as e:
+        return (
+            f"could not continue run {name} in the background ({e}); "
+            f"resume it with: ldlm train --resume {name}"
+        )
+    return f"run {name} continues in the background (pid {pid}): ldlm watch {name}"
