@@ -79,6 +79,7 @@ _EXPORTS = {
     "prepare_data": "runtime",
     "resolve_device": "runtime",
     "resolve_run": "runs",
+    "close_run_names": "runs",
     "parse_template": "prompts",
     "PromptTemplate": "prompts",
     "render_text": "prompts",

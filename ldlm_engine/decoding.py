@@ -63,9 +63,9 @@ def first_frame(ids: list[int], fixed: list[bool], prompt_unseen: int = 0) -> Fr
 
 
 def _logits(model, process, tokens: torch.Tensor, positions=None, **kw) -> torch.Tensor:
-    """Float32 logits [L, V] of one unbatched sequence, impossible ids removed."""
+    """Float32 logits [L, V] of one unbatched sequence, limited to the ids a sampler writes."""
     out = model(tokens[None], None, positions=positions, **kw)[0].float()
-    return out.masked_fill(~process.allowed.to(out.device), float("-inf"))
+    return out.masked_fill(~process.writable.to(out.device), float("-inf"))
 
 
 def _block_causal(length: int, block_size: int, device) -> torch.Tensor:

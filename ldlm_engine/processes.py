@@ -51,7 +51,15 @@ class NoiseProcess:
     kind = "base"
     exact = False  # True when nll_terms is the exact NLL rather than a bound
 
-    def __init__(self, cfg: ProcessConfig, vocab_size: int, mask_id: int, pad_id: int, bos_id: int):
+    def __init__(
+        self,
+        cfg: ProcessConfig,
+        vocab_size: int,
+        mask_id: int,
+        pad_id: int,
+        bos_id: int,
+        unwritable: tuple[int, ...] = (),
+    ):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.mask_id = mask_id
@@ -61,17 +69,31 @@ class NoiseProcess:
         allowed[[mask_id, pad_id]] = False
         self.allowed = allowed  # ids a clean text may contain (never <mask> or <pad>)
         self.allowed_ids = allowed.nonzero().squeeze(1)
+        # Ids a sampler may write: the bound keeps every allowed id (a corpus can contain
+        # <unk>), but generated text never gets <unk>, <start> or <end>, which decode to
+        # nothing and which an under-trained model still gives some probability.
+        writable = allowed.clone()
+        writable[list(unwritable)] = False
+        self.writable = writable
 
     def to(self, device: torch.device | str) -> NoiseProcess:
         """Move the process's lookup tensors next to the model (returns self, like a module)."""
         self.allowed = self.allowed.to(device)
         self.allowed_ids = self.allowed_ids.to(device)
+        self.writable = self.writable.to(device)
         return self
 
     def x0_logits(self, model: DiffusionTransformer, xt: torch.Tensor, t: torch.Tensor | None):
         """Float32 logits for x0 with the impossible ids (mask, pad) removed."""
         logits = model(xt, t).float()
         return logits.masked_fill(~self.allowed.to(logits.device), float("-inf"))
+
+    def sampling_logits(
+        self, model: DiffusionTransformer, xt: torch.Tensor, t: torch.Tensor | None
+    ):
+        """Float32 logits for what a sampler may write: text ids only (see ``writable``)."""
+        logits = model(xt, t).float()
+        return logits.masked_fill(~self.writable.to(logits.device), float("-inf"))
 
     def draw_u(self, batch: int, generator: torch.Generator | None, device) -> torch.Tensor:
         if self.cfg.antithetic:
@@ -434,4 +456,12 @@ PROCESS_TYPES = {
 def make_process(cfg: ProcessConfig, tokenizer) -> NoiseProcess:
     """Build the configured process for a tokenizer's vocabulary and special ids."""
     cls = PROCESS_TYPES[cfg.kind]
-    return cls(cfg, tokenizer.vocab_size, tokenizer.mask_id, tokenizer.pad_id, tokenizer.bos_id)
+    specials = (tokenizer.unk_id, tokenizer.bos_id, tokenizer.eos_id)
+    return cls(
+        cfg,
+        tokenizer.vocab_size,
+        tokenizer.mask_id,
+        tokenizer.pad_id,
+        tokenizer.bos_id,
+        unwritable=specials,
+    )

@@ -28,6 +28,7 @@ locked trainer's pid, same host only) is the fallback for a trainer that does no
 from __future__ import annotations
 
 import contextlib
+import difflib
 import errno
 import fcntl
 import json
@@ -252,7 +253,11 @@ class RunDir:
         is_dir = st is not None and stat.S_ISDIR(st.st_mode)
         if is_dir and (L.lexists(p / L.CONFIG_FILE) or L.lexists(p / L.RUN_MARKER)):
             return cls(p)
-        raise RunError(f"no run named {s} (see `ldlm runs list`)")
+        if looks_like_path:
+            raise RunError(f"no run at {s} (see `ldlm runs list`)")
+        close = close_run_names(s, home=home)
+        hint = f"did you mean {', '.join(close)}?" if close else "see `ldlm runs list`"
+        raise RunError(f"no run named {s} ({hint})")
 
     # ------------------------------------------------------------------ paths
 
@@ -625,6 +630,18 @@ def resolve_run(name_or_path: str | Path, *, home: Path | None = None) -> RunDir
     return RunDir.open(name_or_path, home=home)
 
 
+def close_run_names(name: str, *, home: Path | None = None) -> list[str]:
+    """Names of runs that look like ``name`` (a typo), best first; [] when none or unreadable."""
+    root = runs_root(home)
+    try:
+        names = os.listdir(root)
+    except (OSError, ValueError):
+        return []
+    close = difflib.get_close_matches(name, names, n=10, cutoff=0.6)
+    runs = [n for n in close if L.is_real_dir(root / n) and L.lexists(root / n / L.CONFIG_FILE)]
+    return runs[:3]
+
+
 def run_info(run: RunDir) -> RunInfo:
     """One row of ``ldlm runs list``; never raises (see :mod:`ldlm_engine.run_admin`)."""
     from .run_admin import run_info as info
@@ -658,6 +675,7 @@ __all__ = [
     "MetricsFollower",
     "RunDir",
     "RunInfo",
+    "close_run_names",
     "delete_run",
     "discard_new_run",
     "ldlm_home",

@@ -290,7 +290,7 @@ def _masked(model, process: MaskedProcess, x, fixed, cfg: SampleConfig, sampler:
         schedule = transfer_schedule(len(block), s_block)
         k_iter = iter(schedule)
         while bool(((x[0] == mask_id) & in_block).any()):
-            logits = process.x0_logits(model, x, None)[0]
+            logits = process.sampling_logits(model, x, None)[0]
             nfe += 1
             step += 1
             x0 = gumbel_argmax(logits, cfg.temperature, gen)
@@ -324,7 +324,7 @@ def _uniform(model, process: UniformProcess, x, fixed, cfg: SampleConfig, gen):
         nfe = k + 1
         i = torch.tensor([times[k]], device=x.device)
         s = torch.tensor([times[k + 1]], device=x.device)
-        logits = process.x0_logits(model, x, process.model_time(i))
+        logits = process.sampling_logits(model, x, process.model_time(i))
         p_x0 = torch.softmax(logits[..., process.allowed.to(x.device)].double() / temp, dim=-1)
         last = times[k + 1] == 0
         if last and cfg.temperature == 0:

@@ -50,7 +50,6 @@ from .messages import (
     TrainLaunched,
     TrainMessage,
     TrainStatus,
-    did_you_mean,
     event_to_message,
     in_app_words,
 )
@@ -536,7 +535,7 @@ class LdlmApp(App):
         try:
             return resolve_run(name)
         except LdlmError as e:
-            self.report(f"{e}{did_you_mean(name)}", "error")
+            self.report(str(e), "error")
             return None
 
     def attach(self, name: str) -> None:

@@ -8,7 +8,6 @@ run in this process looks exactly like a run followed from another process.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from dataclasses import dataclass
@@ -172,20 +171,6 @@ def in_app_words(message: str) -> str:
         return f'the "{APP_WORDS[flag]}" field' if flag in APP_WORDS else m.group(0)
 
     return re.sub(r"--([a-z][a-z-]*)", label, message)
-
-
-def close_run_names(name: str) -> list[str]:
-    """Existing runs whose names look like ``name`` (a typo), best first."""
-    from ldlm_engine import list_runs
-
-    names = [info.name for info in list_runs()]
-    return difflib.get_close_matches(name, names, n=3, cutoff=0.6)
-
-
-def did_you_mean(name: str) -> str:
-    """`` (did you mean a, b?)`` for a mistyped run name, or ``""``."""
-    close = close_run_names(name)
-    return f" (did you mean {', '.join(close)}?)" if close else ""
 
 
 def event_to_message(d: dict[str, Any], run: str) -> TrainMessage | None:

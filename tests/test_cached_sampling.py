@@ -272,3 +272,31 @@ def test_bad_requests_for_left_to_right_models(block_model, ar_model):
     masked = tiny_model("mask")
     with pytest.raises(ConfigError, match="window"):
         run(*masked, "a[MASK*40]b")
+
+
+@pytest.mark.parametrize(
+    "kind,sampler",
+    [
+        ("mask", "low_confidence"),
+        ("mask", "threshold"),
+        ("uniform", "uniform"),
+        ("ar", "ar"),
+        ("block", "low_confidence"),
+        ("block", "threshold"),
+    ],
+)
+def test_samplers_never_write_special_tokens(kind, sampler):
+    """A model that prefers <unk>, <start> and <end> everywhere still gets text: those ids
+    decode to nothing, so a sample holding them would have silent holes."""
+    model, proc, tok = random_model(kind)
+    specials = [tok.unk_id, tok.bos_id, tok.eos_id]
+    boost = torch.zeros(tok.vocab_size)
+    boost[specials] = 30.0
+    model.head.register_forward_hook(lambda _m, _i, out: out + boost.to(out.dtype))
+    for seed in range(3):
+        kw = {"sampler": sampler, "temperature": 1.0, "seed": seed}
+        frames = run(model, proc, tok, "the ", length=40, **kw)
+        tokens = full(frames)
+        assert len(tokens) == 44 and not set(tokens[4:]) & set(specials)
+    # The bound still scores the ids a corpus may contain: only sampling leaves them out.
+    assert bool(proc.allowed[specials].all()) and not bool(proc.writable[specials].any())

@@ -92,6 +92,9 @@ CASES: list[tuple[str, Args, str]] = [
     ("eval-unknown-run", lambda e: ["eval", "nosuch", "--json"], "no run named nosuch"),
     ("show-unknown-run", lambda e: ["runs", "show", "nosuch"], "no run named nosuch"),
     ("watch-unknown-run", lambda e: ["watch", "nosuch"], "no run named nosuch"),
+    ("watch-typo", lambda e: ["watch", "dmeo"], "no run named dmeo (did you mean demo?)"),
+    ("generate-typo", lambda e: ["generate", "deom"], "(did you mean demo?)"),
+    ("unknown-run-path", lambda e: ["eval", e["files"] / "norun"], "no run at "),
     ("stop-unknown-run", lambda e: ["runs", "stop", "nosuch"], "no run named nosuch"),
     ("rm-unknown-run", lambda e: ["runs", "rm", "nosuch", "--yes"], "no run named nosuch"),
     ("stop-finished-run", lambda e: ["runs", "stop", "demo"], "is not running (state: finished)"),
@@ -153,7 +156,7 @@ def test_rm_live_run_is_refused(env, capsys: pytest.CaptureFixture) -> None:
     assert (env["runs"] / "demo" / "config.json").is_file()
 
 
-SUBPROCESS_CASES = ("missing-data", "name-and-run-dir", "checkpoint-version")
+SUBPROCESS_CASES = ("missing-data", "name-and-run-dir", "checkpoint-version", "watch-typo")
 
 
 def test_errors_through_the_executable(env) -> None:

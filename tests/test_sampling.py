@@ -37,7 +37,7 @@ def llada_reference(model, proc, prompt_ids, gen_length, steps, block_length):
         counts = [base + (1 if i < rem else 0) for i in range(steps_per_block)]
         for i in range(steps_per_block):
             mask_index = x == proc.mask_id
-            logits = proc.x0_logits(model, x, None)
+            logits = proc.sampling_logits(model, x, None)
             x0 = logits.argmax(-1)
             probs = torch.softmax(logits.double(), dim=-1)
             x0_p = probs.gather(-1, x0[..., None]).squeeze(-1)

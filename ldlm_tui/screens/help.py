@@ -23,9 +23,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Label, Static
 from textual.widgets._footer import FooterKey
 
-from ldlm_engine import list_runs
+from ldlm_engine import close_run_names, list_runs
 
-from ..messages import LogEntry, close_run_names
+from ..messages import LogEntry
 
 KEYS: list[tuple[str, list[tuple[str, str]]]] = [
     (
