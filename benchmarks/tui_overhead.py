@@ -70,7 +70,9 @@ def form_settings(args) -> dict:
     return {
         "corpus": args.data,
         "preset": args.preset,
-        "process": "mask",
+        # The preset's own process in both runs (the form starts from it): comparing a block
+        # run with a masked one would measure the process, not the app.
+        "process": args.process or get_preset(args.preset).process.kind,
         "max-steps": args.max_steps,
         "batch-size": args.batch,
         "lr": args.lr or get_preset(args.preset).train.lr,
@@ -116,9 +118,20 @@ def headless(args) -> dict:
     th = threading.Thread(target=stopper, daemon=True)
     th.start()
     tr.run()
+    config = run_dir.read_config()  # after the trainer has filled in the vocabulary size
     run_dir.close()
     vals = [r for _, r in rates[args.warmup :]]
-    return {"tokens_per_s": statistics.median(vals), "windows": len(vals), "all": vals}
+    return {
+        "tokens_per_s": statistics.median(vals),
+        "windows": len(vals),
+        "all": vals,
+        "config": comparable(config),
+    }
+
+
+def comparable(config: dict) -> dict:
+    """What must match between the two runs (not names, paths or creation times)."""
+    return {k: config[k] for k in ("model", "process", "train")}
 
 
 async def app_run(args) -> dict:
@@ -133,6 +146,8 @@ async def app_run(args) -> dict:
     async with app.run_test(size=(120, 40)) as pilot:
         pane = app.train_pane
         pane.query_one("#preset", Select).value = args.preset
+        await pilot.pause()
+        pane.query_one("#process", Select).value = form_settings(args)["process"]
         await pilot.pause()
         for fid, value in form_settings(args).items():
             if fid in ("preset", "process"):
@@ -189,6 +204,7 @@ async def app_run(args) -> dict:
         run_dir = app.run_dir
         out["state"] = app.train_state
     assert run_dir is not None
+    out["config"] = comparable(run_dir.read_config())
     steps = [e for e in run_dir.read_metrics() if e.get("event") == "step"]
     quiet = [
         e["tokens_per_s"] for e in steps if step0 + args.warmup < e["step"] <= step1
@@ -211,6 +227,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=default_corpus())
     ap.add_argument("--preset", default="default")
+    ap.add_argument("--process", default="", help="the process (default: the preset's)")
     # Batch 64: ~1 s steps on one thread, so the form's 99 steps outlast both phases.
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--seq-len", type=int, default=128)
@@ -252,6 +269,11 @@ def main() -> None:
             head_runs.append(headless(args))
             log(f"rep {rep + 1}/{args.reps}: in the app ({args.seconds:g} s + key presses) ...")
             app_runs.append(asyncio.run(app_run(args)))
+            if app_runs[-1]["config"] != head_runs[-1]["config"]:
+                raise SystemExit(
+                    "the app and the headless run trained different configurations: "
+                    f"{app_runs[-1]['config']} vs {head_runs[-1]['config']}"
+                )
 
     head = statistics.median(r["tokens_per_s"] for r in head_runs)
     in_app = statistics.median(r["tokens_per_s"] for r in app_runs)
