@@ -181,10 +181,12 @@ def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ldlm-session-home")
 
 
-# Small but real: seq_len 72 leaves room for a 4-char prompt plus 64 generated tokens.
+# Small but real: seq_len 72 leaves room for a 4-char prompt plus 64 generated tokens. A masked
+# model (the tiny preset is block diffusion), so that infill and every masked sampler apply.
 DEMO_STEPS = 30
 TRAIN_FLAGS = (
-    "--preset", "tiny", "--tokenizer", "char", "--seq-len", "72", "--batch-size", "4",
+    "--preset", "tiny", "--process", "mask", "--tokenizer", "char", "--seq-len", "72",
+    "--batch-size", "4",
     "--eval-every", "15", "--sample-every", "15", "--checkpoint-every", "15",
 )  # fmt: skip
 

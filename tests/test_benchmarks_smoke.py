@@ -89,7 +89,11 @@ def test_sampling_benchmark_runs(results):
     for r in d["rows"]:
         assert r["nfe"] >= 1 and r["tokens_per_s"] > 0 and r["gen_nll"] > 0
     assert d["rows"][0]["nfe"] == 16  # one token per model call
-    assert d["target"] is not None and isinstance(d["target"]["pass"], bool)
+    assert {r["temperature"] for r in d["rows"]} == {0.8}  # the engine's default
+    verdicts = d["parallel_targets"]
+    assert set(verdicts) == {"mask T=0.8", "block T=0.8"}
+    assert all(isinstance(v["pass"], bool) for v in verdicts.values())
+    assert isinstance(d["entropy_matched"]["pass"], bool)
 
 
 def test_generation_speed_benchmark_runs(results):

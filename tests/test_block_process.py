@@ -169,7 +169,7 @@ def test_config_accepts_block_from_every_preset_and_rejects_bad_sizes():
         assert cfg.process.kind == "block" and not cfg.model.time_embedding
         assert cfg.model.seq_len % cfg.process.block_size == 0
     cfg = get_preset("tiny")
-    cfg.model.seq_len = 60
+    cfg.model.seq_len, cfg.process.block_size = 60, 8
     assert adapt_process(cfg, "block").validate().process.block_size == 6  # largest divisor
     for size, seq in ((0, 64), (65, 64), (7, 64)):
         cfg = adapt_process(get_preset("tiny"), "block")

@@ -405,7 +405,7 @@ async def test_the_form_offers_the_engines_processes_and_block_size(home):
         pane = app.train_pane
         process = pane.query_one("#process", Select)
         assert [v for _, v in process._options if v is not Select.NULL] == list(PROCESSES)
-        await set_form(app, pilot, preset="tiny", process="mask")
+        await set_form(app, pilot, preset="seed", process="mask")  # not block by default
         assert not pane.query_one("#field-block-size").display
         await set_form(app, pilot, process="block")
         assert pane.query_one("#field-block-size").display

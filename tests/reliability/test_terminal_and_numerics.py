@@ -102,8 +102,8 @@ def test_non_finite_loss_through_the_cli(ldlm_home: Path, monkeypatch, capsys, b
     corpus = ldlm_home / "c.txt"
     corpus.write_text(TEXT)
     code, _, err = cli(
-        capsys, "train", "--data", corpus, "--preset", "tiny", "--max-steps", "20",
-        "--checkpoint-every", "4", "--eval-every", "0", "--sample-every", "0",
+        capsys, "train", "--data", corpus, "--preset", "tiny", "--process", "mask",
+        "--max-steps", "20", "--checkpoint-every", "4", "--eval-every", "0", "--sample-every", "0",
         "--seq-len", "32", "--batch-size", "4", "--name", "nan",
     )  # fmt: skip
     assert code == 1, err
