@@ -459,7 +459,10 @@ def _preset_tiny() -> RunConfig:
             sample_length=64,
             checkpoint_every=500,
         ),
-        sample=SampleConfig(length=48),
+        # Random order at temperature 1: a model this small decoded most-confident-first
+        # falls into one repeated token (newlines, "* * *") in 8 of 12 samples at T 0.8,
+        # masked or block alike; in random order at T 1 in 1-2 of 12.
+        sample=SampleConfig(length=48, sampler="random", temperature=1.0),
     )
 
 

@@ -8,6 +8,7 @@ GenerationSession exactly as it would real runs.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -352,7 +353,8 @@ def test_sampler_row_takes_typed_values_and_fits_80_columns(run_path: Path) -> N
                 assert w.region.width >= 6 and w.region.right <= 80, key
                 assert w.tooltip, key
             temp = pane.query_one("#gen-temperature", Input)
-            assert temp.value == "0.8"  # the tempered default
+            stored = json.loads((run_path / "config.json").read_text())["sample"]
+            assert temp.value == f"{stored['temperature']:g}"  # the run's own default
             await pilot.click(temp, offset=(3, 0))  # the focusing click selects the value...
             await pilot.press(*"0.5")
             assert temp.value == "0.5"  # ...so typing replaces it ("0.80.5" before)
