@@ -31,6 +31,11 @@ def sinusoid(positions: torch.Tensor, dim: int) -> torch.Tensor:
     return emb
 
 
+def _rotate_halves(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
 class _RotateHalves(torch.autograd.Function):
     """Rotate channel pairs (i, i + d/2) by position-dependent angles, with a hand-written
     backward (the inverse rotation), so autograd keeps no intermediate copies: on a CPU the
@@ -39,8 +44,7 @@ class _RotateHalves(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(cos, sin)
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+        return _rotate_halves(x, cos, sin)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
@@ -66,14 +70,16 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
 
-    def forward(self, qk: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Rotate queries and keys together: ``qk`` is [B, L, 2, H, head_dim].
+    def tables(
+        self, length: int, positions: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin [L, 1, 1, head_dim/2] for one forward pass, shared by every layer (a
+        cached decoding call is mostly per-call overhead, so they are looked up once).
 
         ``positions`` [L] (absolute, any non-negative ints) defaults to 0..L-1; only their
         differences reach the attention scores, which is what lets a cached sampler run past
         the trained length with a sliding window.
         """
-        length = qk.shape[1]
         top = length if positions is None else int(positions.max()) + 1
         if top > self.cos.shape[0]:
             self._build(max(top, 2 * self.cos.shape[0]))
@@ -81,9 +87,20 @@ class Rotary(nn.Module):
             cos, sin = self.cos[:length], self.sin[:length]
         else:
             cos, sin = self.cos[positions], self.sin[positions]
-        cos = cos[:, None, None, :].to(qk.dtype)
-        sin = sin[:, None, None, :].to(qk.dtype)
+        return cos[:, None, None, :], sin[:, None, None, :]
+
+
+def rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate queries and keys together (``qk`` [B, L, 2, H, head_dim]) by :meth:`Rotary.tables`.
+
+    Training goes through the hand-written backward; without gradients the same arithmetic
+    runs directly, skipping the autograd Function's per-call cost.
+    """
+    if cos.dtype != qk.dtype:  # autocast: rotate in the dtype the projections produced
+        cos, sin = cos.to(qk.dtype), sin.to(qk.dtype)
+    if torch.is_grad_enabled() and qk.requires_grad:
         return _RotateHalves.apply(qk, cos, sin)
+    return _rotate_halves(qk, cos, sin)
 
 
 class KVCache:
@@ -113,11 +130,10 @@ class KVCache:
 class Block(nn.Module):
     """Pre-norm transformer block: attention then MLP, each with a residual connection."""
 
-    def __init__(self, cfg: ModelConfig, causal: bool, rotary: Rotary | None):
+    def __init__(self, cfg: ModelConfig, causal: bool):
         super().__init__()
         self.n_heads = cfg.n_heads
         self.causal = causal
-        self.rotary = rotary
         self.dropout = cfg.dropout
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
@@ -130,7 +146,7 @@ class Block(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        positions: torch.Tensor | None = None,
+        rope: tuple[torch.Tensor, torch.Tensor] | None = None,
         attn_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
         layer: int = 0,
@@ -140,8 +156,8 @@ class Block(nn.Module):
         hd = d // self.n_heads
         qkv = self.qkv(self.ln1(x))
         qk = qkv[..., : 2 * d].view(b, n, 2, self.n_heads, hd)
-        if self.rotary is not None:
-            qk = self.rotary(qk, positions)
+        if rope is not None:
+            qk = rotate(qk, *rope)
         q, k = (z.transpose(1, 2) for z in qk.unbind(2))
         v = qkv[..., 2 * d :].view(b, n, self.n_heads, hd).transpose(1, 2)
         if cache is not None and cache.k[layer] is not None:
@@ -182,7 +198,7 @@ class DiffusionTransformer(nn.Module):
         self.cfg = cfg
         self.causal = causal
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        rotary = None
+        rotary = None  # its tables are looked up once per pass and handed to every block
         if cfg.positions == "rope":
             rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.seq_len)
         else:
@@ -194,7 +210,8 @@ class DiffusionTransformer(nn.Module):
                 nn.Linear(cfg.d_model, cfg.d_model), nn.SiLU(), nn.Linear(cfg.d_model, cfg.d_model)
             )
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg, causal, rotary) for _ in range(cfg.n_layers))
+        self.rotary = rotary
+        self.blocks = nn.ModuleList(Block(cfg, causal) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self.apply(self._init)
@@ -251,8 +268,9 @@ class DiffusionTransformer(nn.Module):
             temb = self.time_mlp(sinusoid(t * 1000.0, self.cfg.d_model).to(x.dtype))
             x = x + temb[:, None, :]
         x = self.drop(x)
+        rope = None if self.rotary is None else self.rotary.tables(n, positions)
         for i, block in enumerate(self.blocks):
-            x = block(x, positions, attn_mask, cache, i, store)
+            x = block(x, rope, attn_mask, cache, i, store)
         if n_logits is not None:
             x = x[:, :n_logits]
         return self.head(self.ln_f(x))
