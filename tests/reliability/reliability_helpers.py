@@ -7,6 +7,7 @@ the same name one folder up.
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -96,3 +97,26 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real tiny run (checkpoints at steps 2 and 4), to copy and then damage (import this
+    and ``run`` into a module)."""
+    home = tmp_path_factory.mktemp("trained-home")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LDLM_HOME", str(home))
+    try:
+        _, rd, _, state = train_run("good", steps=4)
+    finally:
+        mp.undo()
+    assert state == "finished"
+    return rd.path
+
+
+@pytest.fixture
+def run(trained: Path, ldlm_home: Path) -> Path:
+    """A fresh copy of the trained run as ``$LDLM_HOME/runs/victim`` (links copied as links)."""
+    dst = ldlm_home / "runs" / "victim"
+    shutil.copytree(trained, dst, symlinks=True)
+    return dst

@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import run_ldlm
-from reliability_helpers import assert_one_error_line, cli, one_torch_thread, train_run  # noqa: F401
+from reliability_helpers import (  # noqa: F401
+    assert_one_error_line,
+    cli,
+    one_torch_thread,
+    run,
+    train_run,
+    trained,
+)
 
 from ldlm_engine import (
     CheckpointError,
@@ -40,28 +47,6 @@ class Evil:
 
     def __reduce__(self):
         return (open, (str(self.marker), "w"))
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real tiny run (checkpoints at steps 2 and 4), to copy and then damage."""
-    home = tmp_path_factory.mktemp("hostile-home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LDLM_HOME", str(home))
-    try:
-        _, rd, _, state = train_run("good", steps=4)
-    finally:
-        mp.undo()
-    assert state == "finished"
-    return rd.path
-
-
-@pytest.fixture
-def run(trained: Path, ldlm_home: Path) -> Path:
-    """A fresh copy of the trained run under this test's LDLM_HOME, named ``victim``."""
-    dst = ldlm_home / "runs" / "victim"
-    shutil.copytree(trained, dst)
-    return dst
 
 
 def _last(run: Path) -> Path:

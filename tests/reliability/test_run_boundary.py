@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import run_ldlm
-from reliability_helpers import assert_one_error_line, one_torch_thread, train_run  # noqa: F401
+from reliability_helpers import assert_one_error_line, one_torch_thread, run, train_run, trained  # noqa: F401
 
 from ldlm_engine import ConfigError, RunConfig, RunDir, Trainer, load_config_file, load_tokenizer
 from ldlm_engine.checkpoint import load_checkpoint, save_checkpoint
@@ -28,28 +28,6 @@ from ldlm_engine.layout import RUN_MARKER, list_checkpoint_steps
 from ldlm_engine.runs import delete_run, list_runs, run_info
 
 SECRET = "the user's own data\n"
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A real tiny run (checkpoints at steps 2 and 4) to copy, then damage."""
-    home = tmp_path_factory.mktemp("boundary-home")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("LDLM_HOME", str(home))
-    try:
-        _, rd, _, state = train_run("good", steps=4)
-    finally:
-        mp.undo()
-    assert state == "finished"
-    return rd.path
-
-
-@pytest.fixture
-def run(trained: Path, ldlm_home: Path) -> Path:
-    """A fresh copy of the trained run as ``$LDLM_HOME/runs/victim``."""
-    dst = ldlm_home / "runs" / "victim"
-    shutil.copytree(trained, dst, symlinks=True)
-    return dst
 
 
 def _secret(folder: Path, name: str = "notes.txt") -> Path:
