@@ -14,6 +14,7 @@ import pytest
 from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import DataTable, Input, RichLog, Select
+from tui_helpers import wait_for
 
 from ldlm_engine import RunDir, get_preset
 from ldlm_tui.app import LdlmApp
@@ -43,15 +44,6 @@ def home(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     yield tmp_path / "home"
     torch.set_num_threads(threads)
-
-
-async def wait_for(pilot, cond, timeout=45.0, what="condition"):
-    """Let the app run until ``cond()`` holds (the trainer runs in its own thread)."""
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.1)
 
 
 async def fill_form(app, pilot, **extra):

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
 from conftest import run_ldlm
 from textual.widgets import Button, DataTable, Input, Select
 from textual.widgets._footer import FooterKey
+from tui_helpers import wait_for
 
 from ldlm_engine import RunDir, get_preset
 from ldlm_tui.app import LdlmApp
@@ -55,14 +55,6 @@ def home(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     yield tmp_path / "home"
     torch.set_num_threads(threads)
-
-
-async def wait_for(pilot, cond, timeout=60.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await pilot.pause(0.1)
 
 
 async def set_form(app, pilot, **values):
