@@ -90,7 +90,7 @@ class NoiseProcess:
 
     def sampling_logits(
         self, model: DiffusionTransformer, xt: torch.Tensor, t: torch.Tensor | None
-    ):
+    ) -> torch.Tensor:
         """Float32 logits for what a sampler may write: text ids only (see ``writable``)."""
         logits = model(xt, t).float()
         return logits.masked_fill(~self.writable.to(logits.device), float("-inf"))

@@ -633,8 +633,8 @@ def resolve_run(name_or_path: str | Path, *, home: Path | None = None) -> RunDir
 def close_run_names(name: str, *, home: Path | None = None) -> list[str]:
     """Names of runs that look like ``name`` (a typo), best first; [] when none or unreadable."""
     root = runs_root(home)
-    try:
-        names = os.listdir(root)
+    try:  # only names ldlm could have made: a suggestion must print as one plain line
+        names = [n for n in os.listdir(root) if NAME_RE.fullmatch(n)]
     except (OSError, ValueError):
         return []
     close = difflib.get_close_matches(name, names, n=10, cutoff=0.6)

@@ -287,3 +287,20 @@ def test_list_runs_and_delete(home: Path) -> None:
     a.close()
     delete_run(a.path)
     assert list_runs() == []
+
+
+def test_unknown_names_suggest_only_real_runs_with_plain_names(home: Path) -> None:
+    RunDir.create(CFG, name="shakespeare-small")
+    RunDir.create(CFG, name="shakespeare-big")
+    runs = home / "runs"
+    (runs / "shakespeare-smal").mkdir()  # a folder, not a run
+    odd = runs / "shakespeare-small\nrm -rf"  # a run folder whose name is not one line
+    odd.mkdir()
+    (odd / "config.json").write_text(json.dumps(CFG))
+    with pytest.raises(RunError) as e:
+        RunDir.open("shakespeare-smll")
+    assert str(e.value) == (
+        "no run named shakespeare-smll (did you mean shakespeare-small, shakespeare-big?)"
+    )
+    with pytest.raises(RunError, match=r"^no run named zzz \(see `ldlm runs list`\)$"):
+        RunDir.open("zzz")
