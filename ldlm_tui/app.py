@@ -65,7 +65,7 @@ from .screens.help import (
 )
 from .screens.runs import RunsPane
 from .screens.train import TrainPane
-from .widgets.loss_chart import LossChart
+from .widgets.loss_chart import LossChart, compare_labels
 
 FOLLOW_EVERY_S = 0.5
 MAX_MESSAGES = 200
@@ -596,10 +596,13 @@ class LdlmApp(App):
         self.action_tab("generate")
 
     def compare(self, names: tuple[str, ...]) -> None:
+        """Overlay these runs' losses, each legend naming the settings that differ."""
         curves: dict[str, tuple[list[float], list[float]]] = {}
+        configs: dict[str, dict[str, Any] | None] = {}
         for name in names:
             try:
-                events = resolve_run(name).read_metrics()
+                rd = resolve_run(name)
+                events = rd.read_metrics()
             except LdlmError as e:
                 self.report(str(e), "error")
                 continue
@@ -607,8 +610,12 @@ class LdlmApp(App):
             xs = [float(e["step"]) for e in steps if isinstance(e.get("loss"), (int, float))]
             ys = [float(e["loss"]) for e in steps if isinstance(e.get("loss"), (int, float))]
             curves[name] = (xs, ys)
+            try:
+                configs[name] = rd.read_config()
+            except LdlmError:
+                configs[name] = None  # its curve still shows, under its name
         if curves:
-            self.main_query(LossChart).set_compare(curves)
+            self.main_query(LossChart).set_compare(curves, compare_labels(configs))
             self.action_tab("train")
 
     def resume_run(self, name: str) -> None:

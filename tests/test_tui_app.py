@@ -55,9 +55,12 @@ async def fill_form(app, pilot, **extra):
     await pilot.pause()
 
 
-def fake_run(name: str, losses=(), **status) -> RunDir:
+def fake_run(name: str, losses=(), lr: float | None = None, **status) -> RunDir:
     """A run directory with a config and, optionally, a hand-written loss curve."""
-    rd = RunDir.create(get_preset("tiny"), name=name)
+    cfg = get_preset("tiny")
+    if lr is not None:
+        cfg.train.lr = lr
+    rd = RunDir.create(cfg, name=name)
     for i, loss in enumerate(losses):
         rd.append_event({"event": "step", "step": (i + 1) * 10, "loss": loss})
     if status:
@@ -180,7 +183,7 @@ async def test_attach_to_run_of_another_process(home):
 
 async def test_runs_pane_lists_compares_and_deletes_with_confirmation(home):
     fake_run("alpha", losses=(4.0, 3.0, 2.5), state="stopped", step=30)
-    fake_run("beta", losses=(4.2, 3.5))
+    fake_run("beta", losses=(4.2, 3.5), lr=1e-3)
     live = fake_run("gamma")
     live.acquire_lock()  # looks like a trainer in another process
     app = LdlmApp()
@@ -203,6 +206,7 @@ async def test_runs_pane_lists_compares_and_deletes_with_confirmation(home):
         chart = app.query_one(LossChart)
         assert set(chart.compare) == {"alpha", "beta"}
         assert chart.compare["alpha"][0] == [10.0, 20.0, 30.0]
+        assert chart.compare_labels == {"alpha": "alpha (lr=0.003)", "beta": "beta (lr=0.001)"}
         assert app.query_one("#tabs").active == "train"
         await pilot.press("escape")
         assert not chart.compare
