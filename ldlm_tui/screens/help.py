@@ -23,7 +23,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Label, Static
 from textual.widgets._footer import FooterKey
 
-from ldlm_engine import close_run_names, list_runs
+from ldlm_engine import RunInfo, close_run_names, list_runs
 
 from ..messages import LogEntry
 
@@ -165,13 +165,11 @@ class QuitScreen(ModalScreen[str | None]):
         self.dismiss(choice)
 
 
-class ConfirmScreen(ModalScreen[bool]):
-    """A yes/no question before a long or destructive action started away from its tab."""
+class YesNoScreen(ModalScreen[bool]):
+    """A question with a yes and a cancel button; subclasses bind the keys that answer."""
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("y,enter", "answer(True)", "Yes"),
-        Binding("n,escape", "answer(False)", "Cancel"),
-    ]
+    VARIANT = "primary"  # the yes button's look
+    DIALOG_ID: str | None = "confirm"  # app.tcss sizes this dialog to its text
 
     def __init__(self, question: str, yes: str = "Yes") -> None:
         super().__init__()
@@ -179,10 +177,10 @@ class ConfirmScreen(ModalScreen[bool]):
         self.yes = yes
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog", id="confirm"):
+        with Vertical(classes="dialog", id=self.DIALOG_ID):
             yield Label(Text(self.question))
             with Horizontal(classes="dialog-buttons"):
-                yield Button(f"{self.yes} (y)", id="yes", variant="primary", compact=True)
+                yield Button(f"{self.yes} (y)", id="yes", variant=self.VARIANT, compact=True)
                 yield Button("Cancel (n)", id="no", compact=True)
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
@@ -191,6 +189,15 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+class ConfirmScreen(YesNoScreen):
+    """A yes/no question before a long or destructive action started away from its tab."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y,enter", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "Cancel"),
+    ]
 
 
 class MessagesScreen(ModalScreen[None]):
@@ -315,6 +322,13 @@ class StatusLine(Static):
 class LdlmCommands(Provider):
     """ldlm's entries in the command palette (Ctrl+P)."""
 
+    _runs: tuple[RunInfo, ...] = ()
+
+    async def startup(self) -> None:
+        # Once per opening of the palette (Textual awaits it before any search), not once per
+        # keystroke: listing reads every run's status files.
+        self._runs = tuple(list_runs()[:50])
+
     def _commands(self) -> list[tuple[str, str, Callable[[], object]]]:
         app: Any = self.app  # the LdlmApp (not imported here: it imports this module)
         cmds: list[tuple[str, str, Callable[[], object]]] = [
@@ -328,7 +342,7 @@ class LdlmCommands(Provider):
             ("Messages", "recent messages and errors (m)", app.action_messages),
             ("ldlm keys", "list every ldlm key (?)", app.action_help),
         ]
-        for info in list_runs()[:50]:
+        for info in self._runs:
             name = info.name
             cmds.append(
                 (f"Open run {name}", f"{info.state}, step {info.step}", partial(app.open_run, name))

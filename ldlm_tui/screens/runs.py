@@ -15,13 +15,13 @@ from typing import ClassVar
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, Vertical
-from textual.screen import ModalScreen
-from textual.widgets import Button, DataTable, Label, Static
+from textual.containers import Vertical
+from textual.widgets import DataTable, Static
 
 from ldlm_engine import LdlmError, RunDir, RunInfo, delete_run, list_runs
 
 from ..messages import RunAction
+from .help import YesNoScreen
 
 COLUMNS = ("", "name", "state", "step", "val b/c", "corpus", "preset", "process", "updated")
 REFRESH_S = 2.0
@@ -66,31 +66,20 @@ def run_row(info: RunInfo, marked: bool, corpus: str = "") -> tuple[str, ...]:
     )
 
 
-class ConfirmDelete(ModalScreen[bool]):
-    """Asks before a run directory (checkpoints included) is removed for good."""
+class ConfirmDelete(YesNoScreen):
+    """Asks before a run directory (checkpoints included) is removed for good: the key that
+    deletes is ``y`` alone (no Enter binding), and the button is red."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("y", "answer(True)", "Delete"),
         Binding("n,escape", "answer(False)", "Cancel"),
     ]
+    VARIANT = "error"
+    DIALOG_ID = None
 
     def __init__(self, run: str) -> None:
-        super().__init__()
+        super().__init__(f"Delete run {run} and its checkpoints?", "Delete")
         self.run = run
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Label(Text(f"Delete run {self.run} and its checkpoints?"))
-            with Horizontal(classes="dialog-buttons"):
-                yield Button("Delete (y)", id="yes", variant="error", compact=True)
-                yield Button("Cancel (n)", id="no", compact=True)
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, yes: bool) -> None:
-        self.dismiss(yes)
 
 
 class RunsTable(DataTable):
