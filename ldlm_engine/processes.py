@@ -332,12 +332,25 @@ class BlockProcess(MaskedProcess):
         self.exact = self.block_size == 1  # one token per block: the chain rule, no noise
         self.progress = 1.0  # fraction of training done; the Trainer sets it before each step
         self._masks: dict[tuple[int, int, str], torch.Tensor] = {}
+        self._split_masks: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _mask(self, length: int, bs: int, device: torch.device) -> torch.Tensor:
         key = (length, bs, str(device))
         if key not in self._masks:
             self._masks[key] = block_attention_mask(length, bs, device=device)
         return self._masks[key]
+
+    def _split_mask(self, length: int, bs: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The joint mask cut for the no-grad clean pass: (clean rows over clean keys, noisy
+        rows over [cached clean keys ; noisy keys]), the cache putting the clean keys first.
+        Built once per shape, not at every training step."""
+        key = (length, bs, str(device))
+        if key not in self._split_masks:
+            mask = self._mask(length, bs, device)
+            rows = mask[:length]
+            noisy = torch.cat([rows[:, length:], rows[:, :length]], dim=1)
+            self._split_masks[key] = (mask[length:, length:], noisy)
+        return self._split_masks[key]
 
     def _blocks(self, length: int, bs: int) -> int:
         if length % bs:
@@ -372,7 +385,7 @@ class BlockProcess(MaskedProcess):
         """Clean keys/values from a no-grad pass, cached; then the noisy pass attends to them."""
         length, dev = x0.shape[1], x0.device
         clean = length - bs
-        mask = self._mask(length, bs, dev)
+        clean_mask, noisy_mask = self._split_mask(length, bs, dev)
         pos = torch.arange(length, device=dev)
         net = getattr(model, "module", model)  # DDP / compile wrappers keep the model here
         net = getattr(net, "_orig_mod", net)
@@ -382,20 +395,12 @@ class BlockProcess(MaskedProcess):
                 x0[:, :clean],
                 None,
                 positions=pos[:clean],
-                attn_mask=mask[length:, length:],
+                attn_mask=clean_mask,
                 cache=cache,
                 store=True,
                 n_logits=0,
             )
-        # The cache puts the clean keys first: reorder the noisy rows' columns to match.
-        rows = mask[:length]
-        return model(
-            xt,
-            None,
-            positions=pos,
-            attn_mask=torch.cat([rows[:, length:], rows[:, :length]], dim=1),
-            cache=cache,
-        )
+        return model(xt, None, positions=pos, attn_mask=noisy_mask, cache=cache)
 
     def _exact_k(self, x0: torch.Tensor, u: torch.Tensor, bs: int, generator):
         """Mask exactly k = ceil(u B) random tokens of each block; u is [batch, blocks].
