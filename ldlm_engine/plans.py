@@ -165,7 +165,7 @@ class RunPlan:
     """
 
     config: RunConfig
-    text: str = field(repr=False)
+    text: str | None = field(repr=False)  # handed to the first trainer(), then let go
     data: tuple[Any, Any] = field(
         repr=False
     )  # (tokenizer, TokenSplits), prepared before anything is created
@@ -185,7 +185,11 @@ class RunPlan:
     def trainer(self, run_dir: RunDir | None, **kwargs: Any):
         from .training import Trainer
 
-        return Trainer(self.config, run_dir=run_dir, text=self.text, data=self.data, **kwargs)
+        # The Trainer drops the text once it has counted the evaluated characters; the plan
+        # lets go too, so a long run does not keep a copy of the corpus (a later trainer()
+        # call reads it again if it needs it).
+        text, self.text = self.text, None
+        return Trainer(self.config, run_dir=run_dir, text=text, data=self.data, **kwargs)
 
 
 def plan_run(choices: RunChoices) -> RunPlan:

@@ -165,6 +165,9 @@ class Trainer:
             self.tokenizer, self.splits = self._data
             self._data = None
         else:
+            if self._text is None and cfg.data.tokenizer != "char":
+                # Read once here: the exact characters per evaluated token need the text too.
+                self._text = load_corpus(cfg.data.source).text
             self.tokenizer, self.splits = prepare_data(cfg, tok, self._text)
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every rerun
         self.model, self.process = build_model(cfg, self.tokenizer)
@@ -197,6 +200,7 @@ class Trainer:
         torch.manual_seed(t.seed + 1 + self.rank)  # dropout differs per rank
         self.eval_set = eval_windows(self.splits.val, cfg.model.seq_len, t.eval_tokens)
         self.chars_per_token = self._eval_chars_per_token() if self.is_main else 1.0
+        self._text = None  # encoded and counted: training does not hold a copy of the corpus
         self.elapsed_before = 0.0
         self.tokens_seen = 0
         if self.resume:
