@@ -67,12 +67,20 @@ def split_spec(spec: str) -> tuple[str, int | None]:
 
 
 def recipe(spec: str, data: str, args) -> RunConfig:
-    """The preset for one process with the command line's overrides, validated."""
-    kind, size = split_spec(spec)
+    """The preset for one process with the command line's overrides, validated.
+
+    ``preset`` is the preset exactly as ``ldlm train --preset`` runs it (for ``default``: a
+    shifted block model with an ar phase); ``block:B`` is the plain BD3-LM path (no token
+    shift, no ar phase or ar loss), as the block presets trained before them.
+    """
     cfg = get_preset(args.preset)
-    if size is not None:
-        cfg.process.block_size = size
-    cfg = adapt_process(cfg, kind)
+    if spec != "preset":
+        kind, size = split_spec(spec)
+        if size is not None:
+            cfg.process.block_size = size
+        cfg.process.block_shift, cfg.process.ar_loss, cfg.process.ar_phase = False, 0.0, 0.0
+        cfg.process.full_blocks = 0.0
+        cfg = adapt_process(cfg, kind)
     cfg.data.source = data
     if args.batch:
         cfg.train.batch_size = args.batch
@@ -146,6 +154,7 @@ def train_one(spec: str, minutes: float, data: str, args) -> dict:
         "process": spec,
         "run": str(rd.path),
         "steps": tr.step,
+        "epochs": round(tr.batcher.epoch_progress, 3),
         "cpu_s_per_step": round(tr.spent[0] / max(1, tr.step), 4),
         "cpu_minutes": round(tr.spent[0] / 60, 2),
         "wall_minutes": round(tr.spent[1] / 60, 2),

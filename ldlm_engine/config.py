@@ -88,6 +88,13 @@ class ProcessConfig:
     # and no worse per step; README, block diffusion); True: BD3-LM's one joint pass
     block_clean_grad: bool = False
     block_warmup: float = 0.0  # fraction of the steps trained as one block (masked) first
+    # Token shift (Fast-dLLM v2): a masked token is read off the position before it and each
+    # block's first token off the clean prefix, exactly as an ar model predicts it. Blocks of
+    # 1 are then an ar model, so an ar run's weights start a block run where they left off.
+    block_shift: bool = False
+    ar_loss: float = 0.0  # block_shift: weight of the free next-token loss on the clean copy
+    ar_phase: float = 0.0  # block_shift: fraction of the steps trained as ar (blocks of 1)
+    full_blocks: float = 0.0  # share of steps with one block over the whole window (infill)
 
 
 @dataclass
@@ -133,6 +140,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     compile: bool = False
+    # --init-from: the run whose weights start this one (absolute path) and its step; "" = none
+    init_from: str = ""
+    init_step: int = 0
 
 
 @dataclass
@@ -327,6 +337,7 @@ def validate(cfg: RunConfig) -> None:
     _check(1 <= t.sample_length <= MAX_SEQ_LEN, "train.sample_length is out of range")
     _check(t.sample_temperature >= 0, "train.sample_temperature must be >= 0")
     _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be at least 1")
+    _check(t.init_step >= 0, "train.init_step must be >= 0")
     _check(s.sampler == "auto" or s.sampler in SAMPLERS, f"unknown sampler {s.sampler!r}")
     _check(1 <= s.length <= MAX_SEQ_LEN, f"sample.length must be in 1..{MAX_SEQ_LEN}")
     _check(s.steps >= 0, "sample.steps must be >= 0")
@@ -364,6 +375,16 @@ def validate(cfg: RunConfig) -> None:
     _check(p.block_size >= 1, "process.block_size must be at least 1")
     _choice("process.block_masking", p.block_masking, BLOCK_MASKINGS)
     _check(0.0 <= p.block_warmup <= 1.0, "process.block_warmup must be in [0, 1]")
+    _check(0.0 <= p.ar_loss <= 10.0, "process.ar_loss must be in [0, 10]")
+    _check(0.0 <= p.ar_phase < 1.0, "process.ar_phase must be in [0, 1)")
+    _check(0.0 <= p.full_blocks <= 1.0, "process.full_blocks must be in [0, 1]")
+    if p.kind == "block" and not p.block_shift:
+        _check(
+            p.ar_loss == 0 and p.ar_phase == 0,
+            "process.ar_loss and process.ar_phase need process.block_shift = true",
+        )
+    if p.kind == "block" and p.block_shift:
+        _check(m.positions == "rope", "process.block_shift needs model.positions = 'rope'")
     if p.kind == "block":
         _check(p.block_size <= m.seq_len, "process.block_size must be in 1..model.seq_len")
         _check(
@@ -542,6 +563,29 @@ def adapt_process(cfg: RunConfig, kind: str) -> RunConfig:
     if cfg.sample.sampler not in ("auto", *SAMPLERS_BY_PROCESS.get(kind, ())):
         cfg.sample.sampler = "auto"
     return cfg
+
+
+def training_phase(cfg: RunConfig, step: int, total_steps: int) -> str:
+    """What a run is learning at ``step``: "ar" while a shifted block run trains blocks of 1,
+    else its process ("block 8", "mask", ...). Both front ends show this one answer."""
+    p = cfg.process
+    if p.kind != "block":
+        return p.kind
+    progress = step / max(1, total_steps)
+    if p.block_shift and progress < p.ar_phase:
+        return "ar"
+    if progress < p.block_warmup:
+        return "one block"
+    return f"block {p.block_size}"
+
+
+def training_phases(cfg: RunConfig, total_steps: int) -> str:
+    """The whole plan in words, e.g. "ar to step 420, then block 8" (one phase: its name)."""
+    p = cfg.process
+    if p.kind == "block" and p.block_shift and p.ar_phase > 0:
+        end = math.ceil(p.ar_phase * total_steps)
+        return f"ar to step {end}, then block {p.block_size}"
+    return training_phase(cfg, total_steps, total_steps)
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:

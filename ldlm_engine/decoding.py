@@ -216,6 +216,83 @@ class _BlockCache:
         return out[lp:]
 
 
+class _ShiftedBlockCache(_BlockCache):
+    """The cache of a shifted model's clean stream [BOS, x[anchor:stored]]: an ar prefill.
+
+    A block's first call also stores the committed tokens not yet cached (BOS first after a
+    reset) and reads the block's first-token logits off the last of them, an ar prediction
+    that no later call of the block changes; every call reads token j's off position j - 1.
+    """
+
+    def reset(self, anchor: int) -> None:
+        super().reset(anchor)
+        self.bos = True  # BOS not yet stored
+        self.first: torch.Tensor | None = None
+
+    def logits(self, start: int, block: torch.Tensor) -> torch.Tensor:
+        dev = block.device
+        a, lb = self.anchor, block.numel()
+        pending = self.x[self.stored : start]
+        if self.bos:
+            pending = torch.cat([torch.tensor([self.process.bos_id], device=dev), pending])
+        lp = pending.numel()
+        lc = start - a + 1 - lp  # clean positions already cached
+        noisy_pos = torch.arange(start - a + 1, start - a + 1 + lb, device=dev)
+        if lp == 0:
+            out = _logits(self.model, self.process, block, noisy_pos, cache=self.cache)
+            return torch.cat([self.first[None], out[: lb - 1]])  # type: ignore[index]
+        rows = torch.cat(
+            [
+                torch.cat(
+                    [
+                        torch.ones(lp, lc, dtype=torch.bool, device=dev),
+                        torch.ones(lp, lp, dtype=torch.bool, device=dev).tril(),
+                        torch.zeros(lp, lb, dtype=torch.bool, device=dev),
+                    ],
+                    dim=1,
+                ),
+                torch.ones(lb, lc + lp + lb, dtype=torch.bool, device=dev),
+            ]
+        )
+        pos = torch.cat([torch.arange(lc, lc + lp, device=dev), noisy_pos])
+        out = _logits(
+            self.model,
+            self.process,
+            torch.cat([pending, block]),
+            pos,
+            attn_mask=rows,
+            cache=self.cache,
+            store=True,
+        )
+        _drop_newest(self.cache, lb)
+        self.stored, self.bos, self.first = start, False, out[lp - 1]
+        return torch.cat([out[lp - 1 : lp], out[lp : lp + lb - 1]])
+
+
+def _uncached_shifted_logits(model, process, x, anchor: int, start: int, block) -> torch.Tensor:
+    """The reference for a shifted model: [noisy block ; BOS, x[anchor:start]] recomputed,
+    the clean part causal, token j's logits read off position j - 1 (the first off BOS or
+    the last clean token)."""
+    dev = block.device
+    clean = torch.cat([torch.tensor([process.bos_id], device=dev), x[anchor:start]])
+    lb, c = block.numel(), clean.numel()
+    mask = torch.cat(
+        [
+            torch.ones(lb, lb + c, dtype=torch.bool, device=dev),
+            torch.cat(
+                [
+                    torch.zeros(c, lb, dtype=torch.bool, device=dev),
+                    torch.ones(c, c, dtype=torch.bool, device=dev).tril(),
+                ],
+                dim=1,
+            ),
+        ]
+    )
+    pos = torch.cat([torch.arange(c, c + lb, device=dev), torch.arange(c, device=dev)])
+    out = _logits(model, process, torch.cat([block, clean]), pos, attn_mask=mask)
+    return torch.cat([out[lb + c - 1 : lb + c], out[: lb - 1]])
+
+
 def _uncached_block_logits(model, process, x, anchor: int, start: int, block) -> torch.Tensor:
     """The reference: the whole window [clean context ; noisy block] recomputed."""
     seq = torch.cat([x[anchor:start], block])
@@ -240,7 +317,9 @@ def block_diffusion(
     anchor = first * bs - keep if min(first * bs + bs, total) > window else 0
     unseen = min(anchor, n_prompt)
     yield first_frame(x.tolist(), [i < n_prompt for i in range(total)], unseen)
-    kv = _BlockCache(model, process, x, bs)
+    shifted = bool(getattr(process, "shift", False))
+    kv = (_ShiftedBlockCache if shifted else _BlockCache)(model, process, x, bs)
+    uncached = _uncached_shifted_logits if shifted else _uncached_block_logits
     if cfg.cache:
         kv.reset(anchor)
     step = 0
@@ -253,7 +332,7 @@ def block_diffusion(
         if cfg.cache:
             logits_fn = functools.partial(kv.logits, s)
         else:
-            logits_fn = functools.partial(_uncached_block_logits, model, process, x, anchor, s)
+            logits_fn = functools.partial(uncached, model, process, x, anchor, s)
         block = x[s:e].clone()
         fixed = torch.arange(s, e, device=dev) < n_prompt
         n_steps = _share(cfg.steps, s - n_prompt, e - n_prompt, total - n_prompt) or e - s

@@ -39,6 +39,7 @@ class StepEvent(Event):
     total_steps: int = 0  # planned steps for this run (for progress bars and ETA)
     grad_norm: float = 0.0
     peak_mem_mb: float = 0.0
+    phase: str = ""  # what the run is learning now: "ar", "block 8" (config.training_phase)
     event = "step"
 
 

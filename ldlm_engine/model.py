@@ -151,6 +151,7 @@ class Block(nn.Module):
         cache: KVCache | None = None,
         layer: int = 0,
         store: bool = False,
+        causal: bool = False,
     ) -> torch.Tensor:
         b, n, d = x.shape
         hd = d // self.n_heads
@@ -170,7 +171,7 @@ class Block(nn.Module):
         # A cached pass sees every cached key; among its own tokens it is causal only for
         # the causal (ar) model, unless an explicit mask says otherwise. A single token (cached
         # decoding) may see every key: no mask at all, since SDPA's masked path is slower.
-        causal = self.causal and attn_mask is None and n > 1
+        causal = (self.causal or causal) and attn_mask is None and n > 1
         if causal and k_all.shape[2] != n:
             keep = torch.ones(n, k_all.shape[2], dtype=torch.bool, device=x.device)
             attn_mask = keep.tril(diagonal=k_all.shape[2] - n)
@@ -241,6 +242,8 @@ class DiffusionTransformer(nn.Module):
         cache: KVCache | None = None,
         store: bool = False,
         n_logits: int | None = None,
+        rows: torch.Tensor | None = None,
+        causal: bool = False,
     ) -> torch.Tensor:
         """Logits [B, L, V] for tokens [B, L]; ``t`` [B] in [0, 1] is used if time-conditioned.
 
@@ -250,6 +253,9 @@ class DiffusionTransformer(nn.Module):
         the keys/values of earlier positions, and ``store`` appends this pass's to it.
         ``n_logits`` keeps only the first n positions' logits (0 for a pass that only fills the
         cache): the block process needs none for its clean copy, and skips the head there.
+        ``rows`` [R] keeps only those positions' logits (the shifted block process reads each
+        token's logits off the position before it). ``causal`` makes this pass causal like an
+        ``ar`` model's (a shifted block model's clean stream is exactly one).
         """
         n = tokens.shape[1]
         x = self.tok_emb(tokens)
@@ -270,9 +276,11 @@ class DiffusionTransformer(nn.Module):
         x = self.drop(x)
         rope = None if self.rotary is None else self.rotary.tables(n, positions)
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, attn_mask, cache, i, store)
+            x = block(x, rope, attn_mask, cache, i, store, causal)
         if n_logits is not None:
             x = x[:, :n_logits]
+        if rows is not None:
+            x = x[:, rows]
         return self.head(self.ln_f(x))
 
     def new_cache(self) -> KVCache:

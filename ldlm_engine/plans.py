@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .adaptation import inherit_shape, source_tokenizer
 from .config import RunConfig, adapt_process, apply_overrides, get_preset, load_config_file
 from .corpora import list_corpora, load_corpus
 from .errors import ConfigError, RunError
@@ -143,6 +144,7 @@ def build_run_config(choices: RunChoices) -> RunConfig:
         train = explicit.get("train", {})
         _explicit_budget(cfg, train)
         _short_run_warmup(cfg, train)
+        inherit_shape(cfg, explicit)
         cfg.validate()
     except ConfigError as e:
         msg = str(e)
@@ -201,7 +203,8 @@ def plan_run(choices: RunChoices) -> RunPlan:
 
     resolve_device(cfg.train.device)
     text = load_corpus(cfg.data.source).text
-    data = prepare_data(cfg, text=text)
+    tok = source_tokenizer(cfg) if cfg.train.init_from else None
+    data = prepare_data(cfg, tok, text=text)
     run_dir = Path(choices.run_dir).expanduser() if choices.run_dir is not None else None
     return RunPlan(cfg, text, data, choices.name, run_dir, ddp_rank())
 

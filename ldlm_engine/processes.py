@@ -280,6 +280,46 @@ class AutoregressiveProcess(NoiseProcess):
         return self._ce(model, x0).sum(dim=1)
 
 
+def shift_attention_mask(length: int, block_size: int, device=None) -> torch.Tensor:
+    """Who may attend to whom in a *shifted* block pass over ``[x_t ; BOS, x_0[:length - B]]``.
+
+    Returns a boolean [N, N], N = 2 length - B + 1 (True = may attend). Clean position k holds
+    x_{k-1} (BOS at 0) and is causal among the clean tokens: exactly an ``ar`` model's pass.
+    A noisy token of block b sees its own block's noisy tokens and the clean positions
+    0..bB, i.e. BOS and every token before the block.
+    """
+    clean = length - block_size + 1
+    blk = torch.arange(length, device=device) // block_size
+    kc = torch.arange(clean, device=device)
+    noisy_rows = torch.cat(
+        [blk[:, None] == blk[None, :], kc[None, :] <= (blk * block_size)[:, None]], dim=1
+    )
+    clean_rows = torch.cat(
+        [torch.zeros(clean, length, dtype=torch.bool, device=device), kc[None, :] <= kc[:, None]],
+        dim=1,
+    )
+    return torch.cat([noisy_rows, clean_rows], dim=0)
+
+
+def shift_rows(length: int, block_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which output rows a shifted block pass needs, and where each token's logits are.
+
+    Returns (rows, index): ``rows`` are the noisy positions whose output predicts the next
+    token of the same block (i - 1 for every i that does not start a block), then every clean
+    position (k predicts x_k: a block's first token, and the ar loss); ``index[i]`` is the
+    place of token i's logits among ``rows``.
+    """
+    clean = length - block_size + 1
+    i = torch.arange(length, device=device)
+    inner = i[i % block_size != 0]
+    rows = torch.cat([inner - 1, length + torch.arange(clean, device=device)])
+    index = torch.empty(length, dtype=torch.long, device=device)
+    index[inner] = torch.arange(inner.numel(), device=device)
+    starts = i[i % block_size == 0]
+    index[starts] = inner.numel() + starts
+    return rows, index
+
+
 def block_attention_mask(
     length: int, block_size: int, clean: int | None = None, device=None
 ) -> torch.Tensor:
@@ -331,7 +371,9 @@ class BlockProcess(MaskedProcess):
         self.block_size = int(self.cfg.block_size)
         self.exact = self.block_size == 1  # one token per block: the chain rule, no noise
         self.progress = 1.0  # fraction of training done; the Trainer sets it before each step
+        self.shift = bool(self.cfg.block_shift)
         self._masks: dict[tuple[int, int, str], torch.Tensor] = {}
+        self._shift: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
         self._split_masks: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
 
     def _mask(self, length: int, bs: int, device: torch.device) -> torch.Tensor:
@@ -357,11 +399,50 @@ class BlockProcess(MaskedProcess):
             raise ValueError(f"sequence length {length} is not a multiple of {bs}")
         return length // bs
 
+    def _shift_tables(self, length: int, bs: int, device) -> tuple[torch.Tensor, ...]:
+        key = (length, bs, str(device))
+        if key not in self._shift:
+            rows, index = shift_rows(length, bs, device)
+            pos = torch.arange(length + 1, device=device)
+            positions = torch.cat([pos[1:], pos[: length - bs + 1]])
+            self._shift[key] = (shift_attention_mask(length, bs, device), rows, index, positions)
+        return self._shift[key]
+
+    def shifted_logits(
+        self, model, xt: torch.Tensor, x0: torch.Tensor, bs: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One shifted pass: (token logits [B, L, V], clean-stream logits [B, L - bs + 1, V]).
+
+        Token i's logits come from the noisy position i - 1 of its block, or, for a block's
+        first token, from the clean position holding x_{i-1}: the ar prediction. The clean
+        stream's logits at k predict x_k (the next-token loss of ``ar_loss``). With blocks of
+        1 every token starts a block: the pass is the clean stream alone, causal, an ar pass.
+        """
+        length = x0.shape[1]
+        bos = torch.full_like(x0[:, :1], self.bos_id)
+        if bs == 1:
+            logits = model(torch.cat([bos, x0[:, :-1]], dim=1), None, causal=True)
+            return logits, logits
+        mask, rows, index, positions = self._shift_tables(length, bs, x0.device)
+        inp = torch.cat([xt, bos, x0[:, : length - bs]], dim=1)
+        out = model(inp, None, positions=positions, attn_mask=mask, rows=rows)
+        return out[:, index], out[:, rows.numel() - (length - bs + 1) :]
+
+    def sampling_logits(self, model, xt: torch.Tensor, t=None) -> torch.Tensor:
+        """A shifted model denoises a whole window as one block (infill); see ``full_blocks``."""
+        if not self.shift:
+            return super().sampling_logits(model, xt, t)
+        logits = self.shifted_logits(model, xt, xt, xt.shape[1])[0].float()
+        return logits.masked_fill(~self.writable.to(logits.device), float("-inf"))
+
     def noisy_logits(
         self, model, xt: torch.Tensor, x0: torch.Tensor, bs: int | None = None
     ) -> torch.Tensor:
         """Float32 x0-logits [B, L, V] of the noisy tokens, each block seeing the clean prefix."""
         bs = self.block_size if bs is None else bs
+        if self.shift:
+            logits = self.shifted_logits(model, xt, x0, bs)[0].float()
+            return logits.masked_fill(~self.allowed.to(logits.device), float("-inf"))
         length = x0.shape[1]
         clean = length - bs
         dev = x0.device
@@ -421,14 +502,33 @@ class BlockProcess(MaskedProcess):
         ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none")
         return ce.view(x0.shape)
 
+    def training_block_size(self, length: int, generator=None) -> int:
+        """The block size of this training step: 1 during ``ar_phase`` (shifted: an ar pass),
+        the whole window during ``block_warmup`` and for a ``full_blocks`` share of the steps
+        (so the same weights can infill a whole window), else ``block_size``."""
+        p = self.cfg
+        if self.shift and self.progress < p.ar_phase:
+            return 1
+        if self.progress < p.block_warmup:
+            return length
+        if p.full_blocks > 0:
+            u = torch.rand((), generator=generator, device=_gen_device(generator))
+            if float(u) < p.full_blocks:
+                return length
+        return self.block_size
+
     def loss(self, model, x0, generator=None):
         """Weighted CE on masked tokens, summed and divided by the number of positions.
 
         Noise levels are drawn per block (stratified over every block of the batch). During
         the first ``block_warmup`` of training the whole sequence is one block (the masked
         process, at its cost), as BD3-LM pre-trains with MDLM before fine-tuning its blocks.
+        A shifted model adds ``ar_loss`` times the next-token loss its clean copy gives for
+        free: one network trained on both objectives.
         """
-        bs = self.block_size if self.progress >= self.cfg.block_warmup else x0.shape[1]
+        bs = self.training_block_size(x0.shape[1], generator)
+        if self.shift:
+            return self._shifted_loss(model, x0, bs, generator)
         nb = self._blocks(x0.shape[1], bs)
         u = self.draw_u(x0.shape[0] * nb, generator, x0.device).view(-1, nb)
         if self.cfg.block_masking == "exact":
@@ -438,6 +538,27 @@ class BlockProcess(MaskedProcess):
             mask = rand(x0.shape, generator, x0.device) < t
             weight = 1.0 / t
         return (self._ce(model, x0, mask, bs) * mask * weight).sum() / x0.numel()
+
+    def _shifted_loss(self, model, x0, bs: int, generator) -> torch.Tensor:
+        if bs == 1:  # ar: every token masked with weight 1, the clean pass alone
+            logits = self.shifted_logits(model, x0, x0, 1)[0].float()
+            logits = logits.masked_fill(~self.allowed.to(logits.device), float("-inf"))
+            return F.cross_entropy(logits.flatten(0, 1), x0.flatten())
+        nb = self._blocks(x0.shape[1], bs)
+        u = self.draw_u(x0.shape[0] * nb, generator, x0.device).view(-1, nb)
+        mask, weight = self._exact_k(x0, u, bs, generator)
+        xt = x0.masked_fill(mask, self.mask_id)
+        tok, clean = self.shifted_logits(model, xt, x0, bs)
+        allowed = self.allowed.to(tok.device)
+        tok = tok.float().masked_fill(~allowed, float("-inf"))
+        ce = F.cross_entropy(tok.flatten(0, 1), x0.flatten(), reduction="none").view(x0.shape)
+        loss = (ce * mask * weight).sum() / x0.numel()
+        if self.cfg.ar_loss > 0:
+            clean = clean.float().masked_fill(~allowed, float("-inf"))
+            target = x0[:, : clean.shape[1]]
+            ar = F.cross_entropy(clean.flatten(0, 1), target.flatten())
+            loss = loss + self.cfg.ar_loss * ar
+        return loss
 
     def nll_terms(self, model, x0, u, generator=None):
         """One draw of the bound: for each block, k ~ U{1..B} masks weighted B/k, given the

@@ -156,11 +156,14 @@ def generate(
     window = int(model.cfg.seq_len)
     n_prompt = fixed.index(False)
     continues = not any(fixed[n_prompt:])  # a prompt then only generated positions
-    left_to_right = process.kind in ("ar", "block")
-    if left_to_right and not continues:
+    # A shifted block model trained with whole-window blocks infills as one block.
+    infills = process.kind == "block" and getattr(process, "shift", False)
+    infills = infills and process.cfg.full_blocks > 0
+    left_to_right = process.kind == "ar" or (process.kind == "block" and continues)
+    if process.kind in ("ar", "block") and not continues and not infills:
         raise ConfigError(
             f"a {process.kind!r} model writes left to right and can only continue a prompt; "
-            "infill needs the mask process"
+            "infill needs the mask process, or a block model trained with process.full_blocks"
         )
     if len(ids) > window and not continues:
         raise ConfigError(

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
+from .adaptation import load_init_weights, source_tokenizer
 from .checkpoint import (
     check_compatible,
     checkpoint_meta,
@@ -38,7 +39,7 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from .config import RunConfig
+from .config import RunConfig, training_phase
 from .corpora import load_corpus
 from .data import Batcher, count_chars, eval_windows
 from .errors import CheckpointError, RunError
@@ -161,6 +162,8 @@ class Trainer:
         tok = None
         if self.resume and self.run_dir is not None:
             tok = load_tokenizer(self.run_dir.path_of(TOKENIZER_FILE))
+        elif cfg.train.init_from and self._data is None:
+            tok = source_tokenizer(cfg)  # the weights it starts from read these ids
         if self._data is not None and tok is None:
             self.tokenizer, self.splits = self._data
             self._data = None
@@ -171,6 +174,8 @@ class Trainer:
             self.tokenizer, self.splits = prepare_data(cfg, tok, self._text)
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every rerun
         self.model, self.process = build_model(cfg, self.tokenizer)
+        if cfg.train.init_from and not self.resume:
+            self.load_note = load_init_weights(self.model, cfg)
         self.model.to(self.device)
         self.process.to(self.device)
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
@@ -488,6 +493,7 @@ class Trainer:
                         total_steps=self.total_steps,
                         grad_norm=norm,
                         peak_mem_mb=self._peak_mem_mb(),
+                        phase=training_phase(self.cfg, self.step - 1, self.total_steps),
                     )
                 )
                 window_loss, window_n, window_t = 0.0, 0, time.perf_counter()

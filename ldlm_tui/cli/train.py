@@ -35,6 +35,8 @@ Examples:
   ldlm train --preset tiny --max-steps 200 --name quick
   ldlm train --config exp.toml --lr 3e-4          (flags override the file)
   ldlm train --resume quick --max-steps 600       (continue a run, extend it)
+  ldlm train --preset default --process ar --name base
+  ldlm train --preset default --init-from base    (adapt the ar run to block diffusion)
   torchrun --nproc_per_node 2 $(which ldlm) train --preset small   (DDP)
 
 Settings are layered: preset < user config (~/.config/ldlm/config.toml, or
@@ -60,6 +62,7 @@ _RESUME_FORBIDDEN = (
     ("name", "--name"),
     ("run_dir", "--run-dir"),
     ("config", "--config"),
+    ("init_from", "--init-from"),
 )
 
 
@@ -117,6 +120,13 @@ def train(
     config: Path | None = typer.Option(
         None, "--config", metavar="FILE", help="TOML settings file (see below)."
     ),
+    init_from: str | None = typer.Option(
+        None,
+        "--init-from",
+        metavar="RUN",
+        help="Start from RUN's newest weights (its shape and tokenizer): an ar run adapts "
+        "to block diffusion in a fraction of the time training from scratch takes.",
+    ),
 ) -> None:
     """Train a model (in this terminal, or in the background with --detach)."""
     if name is not None and run_dir is not None:
@@ -163,6 +173,7 @@ def train(
                 "eval_every": eval_every,
                 "sample_every": sample_every,
                 "checkpoint_every": checkpoint_every,
+                "init_from": init_from,
             },
         },
         name=name,
@@ -200,6 +211,7 @@ FLAG_NAMES = {
     "model.seq_len": "--seq-len",
     "data.source": "--data",
     "data.tokenizer": "--tokenizer",
+    "train.init_from": "--init-from",
 }
 
 
