@@ -84,8 +84,9 @@ class ProcessConfig:
     # block process (BD3-LM): blocks left to right, masked diffusion inside each block
     block_size: int = 8  # tokens per block; must divide model.seq_len (1 = exact NLL)
     block_masking: str = "exact"  # "exact": k ~ U{1..B} masks weighted B/k; "bernoulli": 1/t
-    # False: the clean copy runs without gradients (1.5x a masked step instead of 2.35x,
-    # and no worse per step; README, block diffusion); True: BD3-LM's one joint pass
+    # False: the clean copy runs without gradients (1.5x a masked step instead of 2.35x, but
+    # a biased gradient that learns less per step, barely at blocks of 1-2); True: BD3-LM's
+    # one joint pass. block_shift always trains jointly (its clean copy scores tokens).
     block_clean_grad: bool = False
     block_warmup: float = 0.0  # fraction of the steps trained as one block (masked) first
     # Token shift (Fast-dLLM v2): a masked token is read off the position before it and each

@@ -360,8 +360,15 @@ class BlockProcess(MaskedProcess):
     same expected loss as Bernoulli(t) masks weighted 1/t, without the 1/eps outliers that a
     small block's single noise level makes frequent. ``block_clean_grad = False`` (the
     default) computes the clean copy in a no-grad pass whose keys/values enter the noisy pass
-    as constants: a step costs 1.5x a masked step instead of 2.35x, and learns as much per
-    step (the weights still learn to read a clean prefix through the noisy tokens' queries).
+    as constants: a step costs 1.5x a masked step instead of 2.35x, but the gradient is
+    biased (it ignores how the clean keys depend on the weights) and learns less per step,
+    hardly at all with blocks of 1 or 2.
+
+    ``block_shift`` (Fast-dLLM v2's token shift) reads a masked token's logits off the
+    position before it and a block's first token off the clean copy, which is then causal:
+    an ar model's pass. Blocks of 1 are exactly ar, an ar run's weights carry over
+    (``--init-from``), ``ar_loss`` trains the clean copy's next-token predictions for free,
+    and ``full_blocks`` steps over the whole window let the same weights infill.
     """
 
     kind = "block"
