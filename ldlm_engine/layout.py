@@ -191,15 +191,16 @@ def owned_entries(path: Path) -> tuple[list[Path], list[Path], list[str]]:
 
 
 def leftover_run(path: Path) -> bool:
-    """A real folder with neither ``config.json`` nor the marker, holding only names ldlm
-    writes (or nothing): what an interrupted delete leaves. Only meaningful directly in the
-    runs root, where ldlm made every folder (the caller checks that)."""
+    """A real folder with neither ``config.json`` nor the marker, holding names ldlm writes
+    and nothing else: what an interrupted delete of an older ldlm left. Only meaningful
+    directly in the runs root, where ldlm made every folder (the caller checks that)."""
     if not is_real_dir(path) or lexists(path / CONFIG_FILE) or lexists(path / RUN_MARKER):
         return False
     try:
-        return not owned_entries(path)[2]
+        files, dirs, foreign = owned_entries(path)
     except OSError:
         return False
+    return bool(files or dirs) and not foreign
 
 
 # --------------------------------------------------------------------------- checked reads

@@ -196,9 +196,17 @@ class RunDir:
                 try:
                     path.mkdir()
                 except FileExistsError:
-                    hint = " (an interrupted delete: `ldlm runs rm` finishes it)"
-                    hint = hint if L.leftover_run(path) else ""
-                    raise RunError(f"a run named {name!r} already exists ({path}){hint}") from None
+                    # An empty folder (the last step of an interrupted delete) is no run: it
+                    # is replaced, so that only one of two racing creators can win the name.
+                    try:
+                        path.rmdir()
+                        path.mkdir()
+                    except OSError:
+                        hint = " (an interrupted delete: `ldlm runs rm` finishes it)"
+                        hint = hint if L.leftover_run(path) else ""
+                        raise RunError(
+                            f"a run named {name!r} already exists ({path}){hint}"
+                        ) from None
             else:
                 preset = str(config_dict.get("preset") or "run")
                 process = config_dict.get("process")
