@@ -369,9 +369,8 @@ def validate(cfg: RunConfig) -> None:
     _choice("process.block_masking", p.block_masking, BLOCK_MASKINGS)
     _check(0.0 <= p.block_warmup <= 1.0, "process.block_warmup must be in [0, 1]")
     if p.kind == "block":
-        _check(p.block_size <= m.seq_len, "process.block_size must be in 1..model.seq_len")
-        _check(
-            m.seq_len % p.block_size == 0,
+        _check(  # a block longer than the sequence does not divide it either
+            p.block_size <= m.seq_len and m.seq_len % p.block_size == 0,
             f"process.block_size ({p.block_size}) must divide model.seq_len ({m.seq_len})",
         )
         _check(

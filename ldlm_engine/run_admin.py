@@ -236,10 +236,10 @@ def removal_problems(order: list[tuple[Path, bool]]) -> list[str]:
             if parent not in parents:
                 pst = os.lstat(parent)
                 why = ""
-                if not os.access(parent, os.W_OK | os.X_OK, effective_ids=eff):
-                    why = f"{parent} is read-only for this user"
-                elif _inode_flags(parent, pst) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+                if _inode_flags(parent, pst) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
                     why = f"{parent} is immutable or append-only (chattr)"
+                elif not os.access(parent, os.W_OK | os.X_OK, effective_ids=eff):
+                    why = f"{parent} is read-only for this user"
                 parents[parent] = (pst, why)
         except OSError as e:
             problems.append(f"cannot check {entry}: {describe_error(e)}")

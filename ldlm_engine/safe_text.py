@@ -28,7 +28,7 @@ def _shown(c: str) -> str:
 
 def _hidden(c: str) -> bool:
     cat = unicodedata.category(c)
-    return cat in ("Cc", "Cs", "Zl", "Zp") or c in _BIDI or (cat == "Cf" and c != "\u00ad")
+    return cat in ("Cc", "Cf", "Cs", "Zl", "Zp") or c in _BIDI
 
 
 def visible(text: object) -> str:
