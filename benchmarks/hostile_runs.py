@@ -15,21 +15,34 @@ a symlink to ``/dev/zero``, a FIFO, a huge sparse file, a folder where a file be
 user's file planted in the run. Targets: every file ldlm reads or writes in a run, the
 ``checkpoints`` folder and the checkpoint folders.
 
+Three more kinds act on the run and check one promise each (issue 23): ``rm-interrupted``
+SIGKILLs a real ``ldlm runs rm victim`` just before a random one of its unlinks (an audit hook
+picks the point), after which what is left must be listed by ``runs list`` (or be an empty
+folder, or gone); ``stop-wrong-pid`` plants a ``status.json`` naming an unrelated ``sleep``
+(with the run's lock held by another process, or naming pid 1 with nobody holding it), after
+which ``runs stop`` must leave the sleep alive and answer without waiting out its timeout;
+``esc-name`` adds a copy of the run named with an OSC escape sequence and puts one in the
+victim's status and config, after which ``runs list`` (table and JSON) and ``runs show victim``
+must print no ESC byte.
+
 Counted, and all must be 0: tracebacks, hangs (timeouts), memory-cap kills, errors that are not
 one line, writes outside the run (any change to a file outside the victim, sentinels and the
-bystander included) and deletions of foreign files (outside files, and the planted user file).
-Exit status 1 if any is not 0.
+bystander included), deletions of foreign files (outside files, and the planted user file) and
+broken part-three promises. Exit status 1 if any is not 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
 import random
 import resource
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +51,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
 LDLM = [str(Path(sys.executable).with_name("ldlm"))]
 if not os.access(LDLM[0], os.X_OK):
     LDLM = [sys.executable, "-m", "ldlm_tui.cli"]
@@ -62,6 +76,10 @@ KINDS = (
     "huge",
     "folder",
     "planted-user-file",
+    # Part three (issue 23): actions rather than damages, each with its own check.
+    "rm-interrupted",
+    "stop-wrong-pid",
+    "esc-name",
 )
 ACCEPTABLE = ("ok", "exit-1", "exit-2")  # success, training failed, one-line user error
 WRONG = ["x", [1, 2], {"a": {}}, None, 10**30, float("nan"), True, -1, 1e308, "\n" * 3]
@@ -190,9 +208,152 @@ def json_targets(run: Path) -> list[Path]:
     ]
 
 
-def damage(rng: random.Random, run: Path, outside: Path) -> str:
-    """Apply one random damage to ``run``; returns what was done."""
+# --------------------------------------------------------------------------- part three
+
+KILL_RM = """
+import os, signal, sys
+import ldlm_engine.run_admin, ldlm_engine.runs  # noqa: F401  (imported before counting)
+from ldlm_tui.cli import run
+k, n = int(sys.argv[1]), [0]
+def hook(event, args):
+    if event in ("os.remove", "os.rmdir"):  # raised just before the unlink or rmdir
+        if n[0] == k:
+            os.kill(os.getpid(), signal.SIGKILL)
+        n[0] += 1
+sys.addaudithook(hook)
+sys.exit(run(["runs", "rm", "victim", "--yes"]))
+"""
+HOLD_LOCK = """
+import fcntl, os, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW)
+fcntl.flock(fd, fcntl.LOCK_EX)
+print("ready", flush=True)
+time.sleep(600)
+"""
+OSC = "\x1b]0;pwned\x07"
+
+
+def _ldlm(args: list[str], home: Path, timeout: float) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*LDLM, *args],
+        env=env_for(home),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=home.parent,
+    )
+
+
+def _listed(home: Path, timeout: float) -> list[str]:
+    out = _ldlm(["runs", "list", "--json"], home, timeout).stdout
+    try:
+        return [r["name"] for r in json.loads(out or "[]")]
+    except (ValueError, TypeError, KeyError):
+        return []
+
+
+def rm_interrupted(rng: random.Random, run: Path, violations: list[str], timeout: float) -> str:
+    """SIGKILL ``runs rm`` before its k-th removal; what is left must list (or be empty)."""
+    k = rng.randrange(24)
+    home = run.parent.parent
+    env = env_for(home)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    p = subprocess.run(
+        [sys.executable, "-c", KILL_RM, str(k)],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=timeout,
+        cwd=home.parent,
+    )
+    how = "killed" if p.returncode == -signal.SIGKILL else f"exit {p.returncode}"
+    left = run.is_dir() and not run.is_symlink() and any(run.iterdir())
+    if p.returncode == -signal.SIGKILL and left and run.name not in _listed(home, timeout):
+        violations.append(f"rm killed before removal {k} left an unlisted folder")
+    return f"rm-interrupted before removal {k} ({how})"
+
+
+def stop_wrong_pid(rng: random.Random, run: Path, violations: list[str], timeout: float) -> str:
+    """``runs stop`` with status.json naming an unrelated process (or pid 1) must signal nothing
+    and must not wait out its timeout for a trainer that does not exist."""
+    home = run.parent.parent
+    now = time.time()
+    sleeper = subprocess.Popen(["sleep", "600"])
+    holder = None
+    try:
+        pid1 = rng.random() < 0.3
+        status = {"state": "started", "pid": 1 if pid1 else sleeper.pid, "step": 1}
+        status.update(host=socket.gethostname(), heartbeat=now, started_at=now)
+        if not pid1:  # the sleep's real identity, as a forger would copy it from /proc
+            proc = Path("/proc") / str(sleeper.pid)
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (proc / "stat").read_bytes()
+                status["pid_start"] = int(stat[stat.rindex(b")") + 2 :].split()[19])
+                digest = hashlib.sha256((proc / "cmdline").read_bytes()).hexdigest()
+                status["cmdline_sha256"] = digest
+            if run.is_dir() and not (run / "lock").is_symlink():
+                holder = subprocess.Popen(
+                    [sys.executable, "-c", HOLD_LOCK, str(run / "lock")],
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.DEVNULL,
+                    text=True,
+                )
+                assert holder.stdout is not None
+                holder.stdout.readline()
+        with contextlib.suppress(OSError):
+            (run / "status.json").unlink(missing_ok=True)
+            (run / "status.json").write_text(json.dumps(status))
+        t0 = time.monotonic()
+        p = _ldlm(["runs", "stop", "victim", "--timeout", "6"], home, timeout)
+        waited = time.monotonic() - t0
+        if sleeper.poll() is not None:
+            violations.append(f"runs stop killed an unrelated process ({p.stdout.strip()})")
+        if pid1 and waited > 5:
+            violations.append("runs stop waited for pid 1 instead of saying it found no trainer")
+        if "Traceback" in p.stderr:
+            violations.append(f"runs stop: {p.stderr.strip().splitlines()[-1]}")
+        return f"stop-wrong-pid ({'pid 1' if pid1 else 'unrelated sleep'}: exit {p.returncode})"
+    finally:
+        for proc in (sleeper, holder):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
+
+
+def esc_name(rng: random.Random, run: Path, violations: list[str], timeout: float) -> str:
+    """A run folder named with an OSC sequence, and OSC text in the victim's own files."""
+    home = run.parent.parent
+    template = run.parent / "bystander"
+    shutil.copytree(template, run.parent / f"ev{OSC}il{rng.randrange(100)}", symlinks=True)
+    for name, key in (("status.json", "message"), ("config.json", "preset")):
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            d = json.loads((run / name).read_text())
+            if isinstance(d, dict) and not (run / name).is_symlink():
+                d[key] = f"x{OSC}y"
+                (run / name).write_text(json.dumps(d))
+    for args in (["runs", "list"], ["runs", "list", "--json"], ["runs", "show", "victim"]):
+        p = _ldlm(args, home, timeout)
+        if "\x1b" in p.stdout + p.stderr:
+            violations.append(f"`ldlm {' '.join(args)}` printed a raw ESC")
+    return "esc-name (a run named with an OSC sequence; OSC in status and config)"
+
+
+ACTIONS = {"rm-interrupted": rm_interrupted, "stop-wrong-pid": stop_wrong_pid, "esc-name": esc_name}
+
+
+def damage(
+    rng: random.Random,
+    run: Path,
+    outside: Path,
+    violations: list[str] | None = None,
+    timeout: float = 90.0,
+) -> str:
+    """Apply one random damage to ``run``; returns what was done (broken promises of the
+    part-three actions go to ``violations``)."""
     kind = rng.choice(KINDS)
+    if kind in ACTIONS:
+        return ACTIONS[kind](rng, run, violations if violations is not None else [], timeout)
     steps = sorted((run / "checkpoints").glob("step-*"))
     files = [run / f for f in TOP_FILES] + [run / "checkpoints" / "last.json"]
     files += [s / f for s in steps for f in CK_FILES]
@@ -265,10 +426,11 @@ def one_iteration(i: int, rng: random.Random, template: Path, work: Path, args) 
     victim = runs / "victim"
     shutil.copytree(template, victim)
     shutil.copytree(template, runs / "bystander")
-    what = []
+    what: list[str] = []
+    violations: list[str] = []
     for _ in range(rng.randint(1, 3)):
         try:
-            what.append(damage(rng, victim, outside))
+            what.append(damage(rng, victim, outside, violations, args.timeout))
         except OSError as e:  # e.g. a damage that needs a file an earlier one replaced
             what.append(f"skipped ({e.strerror})")
     planted = list(victim.rglob("my-notes.txt"))
@@ -307,6 +469,7 @@ def one_iteration(i: int, rng: random.Random, template: Path, work: Path, args) 
         "outside_writes": outside_writes,
         "lost": lost,
         "bystander_ok": bystander_ok,
+        "violations": violations,
     }
 
 
@@ -325,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
         template = train_template(work, args.timeout)
         outcomes: Counter[str] = Counter()
         problems: list[str] = []
-        writes = lost = bystander_broken = 0
+        writes = lost = bystander_broken = broken = 0
         for i in range(args.damages):
             it = one_iteration(i, rng, template, work, args)
             for r in it["results"]:
@@ -339,6 +502,8 @@ def main(argv: list[str] | None = None) -> int:
                 problems.append(f"#{i} wrote outside the run: {w}")
             for w in it["lost"]:
                 problems.append(f"#{i} deleted a foreign file: {w}")
+            broken += len(it["violations"])
+            problems += [f"#{i} {v}" for v in it["violations"]]
             if args.verbose:
                 rs = ", ".join(f"{' '.join(r['cmd'][:2])}={r['outcome']}" for r in it["results"])
                 print(f"#{i:03d} {'; '.join(it['damage'])}\n      {rs}", flush=True)
@@ -358,11 +523,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"  writes outside the run {writes}, deletions of foreign files {lost}, "
-        f"bystander broken {bystander_broken}"
+        f"bystander broken {bystander_broken}, part-three promises broken {broken}"
     )
     for line in problems[:40]:
         print("  " + line)
-    failures = sum(bad.values()) + writes + lost + bystander_broken
+    failures = sum(bad.values()) + writes + lost + bystander_broken + broken
     return 1 if failures else 0
 
 

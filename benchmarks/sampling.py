@@ -337,6 +337,11 @@ def main() -> None:
         return
     if not args.seq_len:
         args.seq_len = args.length + len(args.prompt)  # char tokens
+    if not (args.no_block or args.block_run) and args.seq_len % args.block_size:
+        raise SystemExit(  # ldlm never rewrites a block size the user chose; neither does this
+            f"--block-size {args.block_size} must divide the model's seq_len {args.seq_len} "
+            "(prompt + length): pass another --block-size or --seq-len"
+        )
     t_start = time.perf_counter()
     given = {
         "mask": args.mask_run,

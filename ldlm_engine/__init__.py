@@ -63,6 +63,7 @@ _EXPORTS = {
     "evaluate_run": "inference",
     "event_from_dict": "events",
     "final_frame": "sampling",
+    "find_trainer": "run_admin",
     "generate": "sampling",
     "get_preset": "config",
     "ldlm_home": "runs",
@@ -84,8 +85,10 @@ _EXPORTS = {
     "PromptTemplate": "prompts",
     "render_text": "prompts",
     "sample_text": "sampling",
+    "signal_trainer": "run_admin",
     "unknown_pieces": "prompts",
     "user_config_path": "plans",
+    "visible": "safe_text",
 }
 
 __all__ = sorted([*_EXPORTS, "__version__"])

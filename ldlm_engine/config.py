@@ -180,11 +180,7 @@ class RunConfig:
         """Build and validate a config; unknown keys are an error, not silently dropped."""
         if not isinstance(d, dict):
             raise ConfigError("config must be a JSON/TOML object")
-        version = d.get("version", CONFIG_VERSION)
-        if version != CONFIG_VERSION:
-            raise ConfigError(
-                f"config version {version} is not supported (this ldlm reads {CONFIG_VERSION})"
-            )
+        _check_version(d.get("version", CONFIG_VERSION))
         cfg = cls()
         apply_overrides(cfg, d)
         cfg.validate()
@@ -213,7 +209,8 @@ _SECTIONS = {
 def apply_overrides(cfg: RunConfig, d: dict[str, Any]) -> RunConfig:
     """Merge a nested dict (from JSON, TOML or CLI flags) into ``cfg`` with type checks."""
     for key, value in d.items():
-        if key in ("version",):
+        if key == "version":  # a file for another ldlm: refused, never read as this one's
+            _check_version(value)
             continue
         if key == "preset":
             cfg.preset = _coerce("preset", value, str)
@@ -229,6 +226,13 @@ def apply_overrides(cfg: RunConfig, d: dict[str, Any]) -> RunConfig:
                 raise ConfigError(f"unknown setting {key}.{name}")
             setattr(section, name, _coerce(f"{key}.{name}", v, fields[name].type))
     return cfg
+
+
+def _check_version(version: Any) -> None:
+    if type(version) is not int or version != CONFIG_VERSION:  # True == 1, "1" is not 1
+        raise ConfigError(
+            f"config version {version!r} is not supported (this ldlm reads {CONFIG_VERSION})"
+        )
 
 
 def _coerce(name: str, value: Any, typ: Any) -> Any:
@@ -387,9 +391,8 @@ def validate(cfg: RunConfig) -> None:
     if p.kind == "block" and p.block_shift:
         _check(m.positions == "rope", "process.block_shift needs model.positions = 'rope'")
     if p.kind == "block":
-        _check(p.block_size <= m.seq_len, "process.block_size must be in 1..model.seq_len")
-        _check(
-            m.seq_len % p.block_size == 0,
+        _check(  # a block longer than the sequence does not divide it either
+            p.block_size <= m.seq_len and m.seq_len % p.block_size == 0,
             f"process.block_size ({p.block_size}) must divide model.seq_len ({m.seq_len})",
         )
         _check(
@@ -549,7 +552,12 @@ def exact_bound(kind: str, block_size: int = 0) -> bool:
 
 
 def adapt_process(cfg: RunConfig, kind: str) -> RunConfig:
-    """Switch a config to another process, fixing the settings that process requires."""
+    """Switch a config to another process, fixing the settings that process requires.
+
+    It never changes a value the user may have chosen to another one: a ``block_size`` that
+    does not divide ``seq_len`` stays as it is, for validation to refuse with one line
+    (every preset's own block size divides its own ``seq_len``).
+    """
     _choice("process", kind, PROCESSES)
     cfg.process.kind = kind
     # Only the uniform process needs t: a replaced token looks like any other. ar has no t,
@@ -558,9 +566,6 @@ def adapt_process(cfg: RunConfig, kind: str) -> RunConfig:
     cfg.model.time_embedding = kind == "uniform"
     if kind == "block":
         cfg.model.time_embedding = False  # one noise level per block, none per sequence
-        if cfg.model.seq_len % cfg.process.block_size:  # the largest block that fits
-            b = min(cfg.process.block_size, cfg.model.seq_len)
-            cfg.process.block_size = max(d for d in range(1, b + 1) if cfg.model.seq_len % d == 0)
     if cfg.sample.sampler not in ("auto", *SAMPLERS_BY_PROCESS.get(kind, ())):
         cfg.sample.sampler = "auto"
     return cfg

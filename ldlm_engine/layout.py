@@ -190,6 +190,19 @@ def owned_entries(path: Path) -> tuple[list[Path], list[Path], list[str]]:
     return files, dirs, foreign
 
 
+def leftover_run(path: Path) -> bool:
+    """A real folder with neither ``config.json`` nor the marker, holding names ldlm writes
+    and nothing else: what an interrupted delete of an older ldlm left. Only meaningful
+    directly in the runs root, where ldlm made every folder (the caller checks that)."""
+    if not is_real_dir(path) or lexists(path / CONFIG_FILE) or lexists(path / RUN_MARKER):
+        return False
+    try:
+        files, dirs, foreign = owned_entries(path)
+    except OSError:
+        return False
+    return bool(files or dirs) and not foreign
+
+
 # --------------------------------------------------------------------------- checked reads
 
 
@@ -236,6 +249,8 @@ _STATUS_FIELDS = {
     "message": is_str,
     "stopped": lambda v: isinstance(v, bool),
     "reason": is_str,
+    "pid_start": is_int,  # the trainer's identity (see proc_identity)
+    "cmdline_sha256": lambda v: is_str(v) and re.fullmatch(r"[0-9a-f]{64}", v) is not None,
 }
 _EVENT_FIELDS = {
     "event": lambda v: isinstance(v, str),
@@ -355,6 +370,7 @@ __all__ = [
     "is_real_file",
     "is_str",
     "is_temp_checkpoint",
+    "leftover_run",
     "lexists",
     "list_checkpoint_steps",
     "marker_ok",

@@ -1,4 +1,4 @@
-"""Whole-run operations: listing runs and deleting them, each safe against hostile folders.
+"""Whole-run operations: listing, deleting and stopping runs, each safe against hostile folders.
 
 Listing never raises: a run that cannot be read is one ``damaged`` row with a reason, so one
 hostile run never hides the others. Deleting removes only what ldlm can prove it made: a folder
@@ -6,20 +6,46 @@ with the ``.ldlm-run`` marker (or, for runs of older versions, a folder directly
 root), and in it only the names ldlm writes (:func:`ldlm_engine.layout.owned_entries`). If
 anything else is there, nothing is deleted. The current directory, its parents, $HOME and the
 ldlm folders are never deleted, whatever they hold. Imports no torch.
+
+Deletion is all or nothing as far as the file system lets ldlm know in advance: every entry is
+checked (its folder writable, not immutable or append-only, no mount point, the sticky bit
+respected) before the first unlink, and the order keeps an interrupted delete (SIGKILL, power
+loss) visible and finishable: checkpoints first, then the run's files, ``config.json`` and the
+``.ldlm-run`` marker last. A folder directly under the runs root that holds only names ldlm
+writes but neither of those two (an interrupted delete of an older ldlm, or an empty folder)
+is listed as damaged, "incomplete", and ``runs rm`` finishes it.
+
+Stopping signals a process only when it is proven to be the run's trainer on this host
+(:mod:`ldlm_engine.proc_identity`); a pid read from ``status.json`` alone is never signalled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import signal
+import socket
+import stat
+import struct
+import sys
 from pathlib import Path
 
 from . import layout as L
+from . import proc_identity
 from .errors import ConfigError, RunError
 from .fileio import describe_error
 from .runs import RunDir, RunInfo, ldlm_home, runs_root
 
 # --------------------------------------------------------------------------- listing
+
+INCOMPLETE = "incomplete (an interrupted delete): `ldlm runs rm` finishes it"
+
+
+def _mtime(path: Path) -> list[float]:
+    with contextlib.suppress(OSError, ValueError):
+        return [float(os.lstat(path).st_mtime)]
+    return []
 
 
 def _damaged(run: RunDir, reason: str, mtimes: list[float]) -> RunInfo:
@@ -86,6 +112,8 @@ def list_runs(home: Path | None = None) -> list[RunInfo]:
                 infos.append(_damaged(RunDir(p), "a symbolic link (not followed)", []))
         elif L.is_real_dir(p) and (L.lexists(p / L.CONFIG_FILE) or L.lexists(p / L.RUN_MARKER)):
             infos.append(run_info(RunDir(p)))
+        elif L.leftover_run(p):
+            infos.append(_damaged(RunDir(p), INCOMPLETE, _mtime(p)))
     infos.sort(key=lambda i: (i.created, i.name), reverse=True)
     return infos
 
@@ -115,9 +143,10 @@ def delete_run_dir(run: RunDir, *, force: bool = False, home: Path | None = None
     """Remove a run directory that ldlm made, and only the files ldlm wrote in it.
 
     Refuses (RunError, nothing deleted): a live run; a folder without the ldlm marker unless
-    it sits directly in the runs root (runs of older versions); a folder holding anything ldlm
-    did not write; the current directory, its parents, $HOME and the ldlm folders. ``force``
-    only overrides a heartbeat that merely *looks* live (status.json fresh, lock not held).
+    it sits directly in the runs root (runs of older versions, interrupted deletes); a folder
+    holding anything ldlm did not write; an entry the file system would not let go (see the
+    module docstring); the current directory, its parents, $HOME and the ldlm folders.
+    ``force`` only overrides a heartbeat that merely *looks* live (lock not held).
     """
     path = run.path
     _refuse_protected(path, home)
@@ -145,20 +174,148 @@ def delete_run_dir(run: RunDir, *, force: bool = False, home: Path | None = None
             f"refusing to delete {path}: it holds {len(foreign)} file(s) ldlm did not write "
             f"({shown}); move them out first (nothing was deleted)"
         )
-    _remove(path, files, dirs)
+    order = removal_order(path, files, dirs)
+    problems = removal_problems(order)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise RunError(f"cannot delete {path}: {problems[0]}{more}; nothing was deleted")
+    _remove(path, order)
     return path
 
 
-def _remove(path: Path, files: list[Path], dirs: list[Path]) -> None:
+def removal_order(path: Path, files: list[Path], dirs: list[Path]) -> list[tuple[Path, bool]]:
+    """``(entry, is_folder)`` in the order a delete removes them, the run folder last.
+
+    Checkpoint files and folders first, then the run's files with ``config.json`` and the
+    ``.ldlm-run`` marker last: until the very end, what is left is a run ldlm lists and can
+    delete (by its marker, or by its config.json for a run of an older version).
+    """
+    last = {L.CONFIG_FILE: 1, L.RUN_MARKER: 2}
+    nested = [(f, False) for f in files if f.parent != path]
+    top = sorted((f for f in files if f.parent == path), key=lambda f: last.get(f.name, 0))
+    return [*nested, *((d, True) for d in dirs), *((f, False) for f in top), (path, True)]
+
+
+# FS_IOC_GETFLAGS = _IOR('f', 1, long) and the inode flags that forbid removing an entry.
+_FS_IOC_GETFLAGS = (2 << 30) | (struct.calcsize("l") << 16) | (ord("f") << 8) | 1
+_FS_IMMUTABLE_FL, _FS_APPEND_FL = 0x10, 0x20
+
+
+def _inode_flags(path: Path, st: os.stat_result) -> int:
+    """The inode's immutable/append-only flags (0 when unknown: another OS or file system)."""
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        return 0  # never open a FIFO or a device to ask
     try:
-        for f in files:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(f)  # a symlink is unlinked, never followed
-        for d in dirs:
-            os.rmdir(d)
-        os.rmdir(path)
-    except OSError as e:
-        raise RunError(f"cannot delete {e.filename or path}: {describe_error(e)}") from None
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return 0
+    try:
+        buf = fcntl.ioctl(fd, _FS_IOC_GETFLAGS, bytes(8))
+        return int.from_bytes(buf[:4], sys.byteorder)
+    except OSError:
+        return 0
+    finally:
+        os.close(fd)
+
+
+def removal_problems(order: list[tuple[Path, bool]]) -> list[str]:
+    """Why entries of ``order`` could not be removed (one phrase each); [] when all can.
+
+    Checked before anything is deleted: each entry's folder must be writable by this user on
+    a writable file system (``access``), neither it nor the entry immutable or append-only,
+    a sticky folder must let this user remove the entry, and no folder may be a mount point.
+    """
+    problems: list[str] = []
+    parents: dict[Path, tuple[os.stat_result, str]] = {}
+    euid = os.geteuid()
+    eff = os.access in os.supports_effective_ids
+    for entry, is_dir in order:
+        parent = entry.parent
+        try:
+            est = os.lstat(entry)
+            if parent not in parents:
+                pst = os.lstat(parent)
+                why = ""
+                if _inode_flags(parent, pst) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+                    why = f"{parent} is immutable or append-only (chattr)"
+                elif not os.access(parent, os.W_OK | os.X_OK, effective_ids=eff):
+                    why = f"{parent} is read-only for this user"
+                parents[parent] = (pst, why)
+        except OSError as e:
+            problems.append(f"cannot check {entry}: {describe_error(e)}")
+            continue
+        pst, why = parents[parent]
+        if why:
+            if why not in problems:
+                problems.append(why)
+            continue
+        if pst.st_mode & stat.S_ISVTX and euid != 0 and euid not in (est.st_uid, pst.st_uid):
+            problems.append(f"{entry} belongs to another user in a sticky folder")
+        elif _inode_flags(entry, est) & (_FS_IMMUTABLE_FL | _FS_APPEND_FL):
+            problems.append(f"{entry} is immutable or append-only (chattr)")
+        elif is_dir and est.st_dev != pst.st_dev:
+            problems.append(f"{entry} is a mount point")
+    return problems
+
+
+def _remove(path: Path, order: list[tuple[Path, bool]]) -> None:
+    try:
+        for entry, is_dir in order:
+            if is_dir:
+                os.rmdir(entry)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry)  # a symlink is unlinked, never followed
+    except OSError as e:  # a race the checks could not foresee: what is left still lists
+        where = e.filename or path
+        raise RunError(
+            f"cannot delete {where}: {describe_error(e)}; the run is partly deleted "
+            "(`ldlm runs rm` finishes it once that is fixed)"
+        ) from None
+
+
+# --------------------------------------------------------------------------- stopping
+
+
+def find_trainer(run: RunDir) -> tuple[int | None, str, bool]:
+    """``(pid, why, reachable)``: the proven pid of the run's trainer on this host, or None
+    and why not. ``reachable``: a trainer may still read the stop request (its lock is held,
+    or it runs on another host), so waiting for it to stop makes sense."""
+    st = run.read_status()
+    host = st.get("host")
+    if host is not None and host != socket.gethostname():
+        return None, f"its trainer runs on host {host}", True
+    if not run.is_locked():
+        return None, "no process holds its lock", False
+    problem = proc_identity.trainer_problem(st.get("pid"), st, run.lock_path)
+    return (None, problem, True) if problem else (st["pid"], "", True)
+
+
+def signal_trainer(run: RunDir) -> int | None:
+    """SIGTERM the run's trainer if it is proven to be it; its pid, or None (nothing sent).
+
+    Where the OS has pidfds, the process is pinned first and checked again, so a pid reused
+    between the check and the signal cannot be hit.
+    """
+    pid = find_trainer(run)[0]
+    if pid is None:
+        return None
+    pidfd = None
+    with contextlib.suppress(AttributeError, OSError):
+        pidfd = os.pidfd_open(pid)
+    try:
+        if pidfd is None:
+            os.kill(pid, signal.SIGTERM)
+        elif find_trainer(run)[0] == pid:
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        else:
+            return None
+    except (ProcessLookupError, PermissionError):
+        return None
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
+    return pid
 
 
 def discard_new_run(run: RunDir) -> None:

@@ -21,8 +21,9 @@ Control: another process calls ``run.request("pause"|"resume"|"stop")``, which a
 replaces ``control.json`` with ``{"action", "time", "id", "pid"}``. The trainer calls
 ``poll_control()`` once per step (one small read); it returns each request's action once
 (requests carry a unique id). A request already present when the trainer took the lock
-is ignored, so a stale "stop" cannot kill the next resume. ``signal_stop()`` (SIGTERM to the
-locked trainer's pid, same host only) is the fallback for a trainer that does not poll.
+is ignored, so a stale "stop" cannot kill the next resume. ``signal_stop()`` (SIGTERM, same
+host only, to a pid proven to be the trainer: it holds the lock and has the identity recorded
+in status.json) is the fallback for a trainer that does not poll.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ import fcntl
 import json
 import os
 import re
-import signal
 import socket
 import stat
 import threading
@@ -48,6 +48,7 @@ from typing import Any
 import platformdirs
 
 from . import layout as L
+from . import proc_identity
 from .errors import ConfigError, RunError
 from .fileio import (
     atomic_write_json,
@@ -195,7 +196,17 @@ class RunDir:
                 try:
                     path.mkdir()
                 except FileExistsError:
-                    raise RunError(f"a run named {name!r} already exists ({path})") from None
+                    # An empty folder (the last step of an interrupted delete) is no run: it
+                    # is replaced, so that only one of two racing creators can win the name.
+                    try:
+                        path.rmdir()
+                        path.mkdir()
+                    except OSError:
+                        hint = " (an interrupted delete: `ldlm runs rm` finishes it)"
+                        hint = hint if L.leftover_run(path) else ""
+                        raise RunError(
+                            f"a run named {name!r} already exists ({path}){hint}"
+                        ) from None
             else:
                 preset = str(config_dict.get("preset") or "run")
                 process = config_dict.get("process")
@@ -252,6 +263,9 @@ class RunDir:
             raise RunError(f"run {s} is a symbolic link; ldlm does not follow links to runs")
         is_dir = st is not None and stat.S_ISDIR(st.st_mode)
         if is_dir and (L.lexists(p / L.CONFIG_FILE) or L.lexists(p / L.RUN_MARKER)):
+            return cls(p)
+        in_root = os.path.realpath(p.parent) == os.path.realpath(runs_root(home))
+        if in_root and L.leftover_run(p):  # an interrupted delete: `runs rm` finishes it
             return cls(p)
         if looks_like_path:
             raise RunError(f"no run at {s} (see `ldlm runs list`)")
@@ -497,7 +511,8 @@ class RunDir:
     # ------------------------------------------------------------------ status
 
     def write_status(self, state: str, **extra: Any) -> None:
-        """Replace ``status.json`` (state, pid, host, heartbeat, step, started_at, extra)."""
+        """Replace ``status.json`` (state, pid and its identity, host, heartbeat, step,
+        started_at, extra); the identity lets ``runs stop`` prove which process to signal."""
         now = time.time()
         prev = self._status
         step = extra.pop("step", prev.get("step", 0))
@@ -508,6 +523,7 @@ class RunDir:
             **extra,
             "state": state,
             "pid": os.getpid(),
+            **proc_identity.own(),
             "host": socket.gethostname(),
             "heartbeat": now,
             "step": step,
@@ -549,7 +565,8 @@ class RunDir:
             return "created"
         if state in RUNNING_STATES:
             hb = st.get("heartbeat")
-            fresh = isinstance(hb, (int, float)) and time.time() - hb < HEARTBEAT_STALE_S
+            # A heartbeat from the future (a planted status.json) is not fresh either.
+            fresh = isinstance(hb, (int, float)) and abs(time.time() - hb) < HEARTBEAT_STALE_S
             same_host = st.get("host") == socket.gethostname()
             if fresh and (not same_host or pid_alive(st.get("pid"))):
                 return "live"
@@ -596,15 +613,10 @@ class RunDir:
         return action if action in CONTROL_ACTIONS else None
 
     def signal_stop(self) -> bool:
-        """SIGTERM the trainer (same host, lock held) when it cannot be reached via control."""
-        st = self.read_status()
-        pid = st.get("pid")
-        if st.get("host") != socket.gethostname() or not pid_alive(pid) or pid == os.getpid():
-            return False
-        if not self.is_locked():  # pid may have been reused by an unrelated process
-            return False
-        os.kill(pid, signal.SIGTERM)
-        return True
+        """SIGTERM the trainer, only when it is proven to be this run's (see run_admin)."""
+        from .run_admin import signal_trainer
+
+        return signal_trainer(self) is not None
 
 
 def _summary_from_metrics(run: RunDir) -> dict[str, Any]:

@@ -170,7 +170,8 @@ def test_config_accepts_block_from_every_preset_and_rejects_bad_sizes():
         assert cfg.model.seq_len % cfg.process.block_size == 0
     cfg = get_preset("tiny")
     cfg.model.seq_len, cfg.process.block_size = 60, 8
-    assert adapt_process(cfg, "block").validate().process.block_size == 6  # largest divisor
+    with pytest.raises(ConfigError, match=r"block_size \(8\) must divide"):  # never rewritten
+        adapt_process(cfg, "block").validate()
     for size, seq in ((0, 64), (65, 64), (7, 64)):
         cfg = adapt_process(get_preset("tiny"), "block")
         cfg.process.block_size, cfg.model.seq_len = size, seq

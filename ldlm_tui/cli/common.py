@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 import sys
 import time
 from pathlib import Path
@@ -117,11 +118,22 @@ def _err(line: str) -> None:
 
 
 def _one_line(msg: str) -> str:
-    return " ".join(part.strip() for part in str(msg).splitlines() if part.strip())
+    """One printable line: lines joined, control characters shown (see ``visible``)."""
+    from ldlm_engine.safe_text import visible
+
+    return visible(" ".join(part.strip() for part in str(msg).splitlines() if part.strip()))
+
+
+# What json.dumps(ensure_ascii=False) leaves raw but a terminal may obey (C1 controls, bidi
+# overrides) or stdout cannot encode (an undecodable file name): written as \u escapes.
+_JSON_UNSAFE = re.compile(
+    r"[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]"
+)
 
 
 def _dump_json(obj: Any) -> None:
-    _out(json.dumps(obj, ensure_ascii=False, default=str))
+    text = json.dumps(obj, ensure_ascii=False, default=str)
+    _out(_JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text))
 
 
 def _run_ref(rd: Any) -> str:

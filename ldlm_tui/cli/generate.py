@@ -8,6 +8,8 @@ from typing import Any
 
 import typer
 
+from ldlm_engine.safe_text import visible
+
 from ..progress import make_console, use_rich
 from .common import (
     Device,
@@ -219,4 +221,5 @@ def eval_cmd(
     line += f", {d['val_bits_per_token']:.2f} bits/token — "
     line += f"exact ({kind} process)" if exact else f"upper bound ({kind} process)"
     _out(line)
-    _out(f"  {loaded.run.name} at step {loaded.step} · {d['tokens']:,} tokens · {d['data']}")
+    where = f"  {loaded.run.name} at step {loaded.step} · {d['tokens']:,} tokens · {d['data']}"
+    _out(visible(where))  # the data source comes from the run's config.json

@@ -9,6 +9,7 @@ from typing import Any
 import typer
 
 from ldlm_engine import config as config_module
+from ldlm_engine.safe_text import visible
 
 from ..progress import format_bound, format_duration, make_console, one_line, use_rich
 from .common import (
@@ -58,20 +59,21 @@ def runs_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON 
         _out(f"no runs under {E.ldlm_home() / 'runs'}; start one with `ldlm train`")
         return
     header = ("NAME", "STATE", "STEP", "BEST VAL b/c", "PRESET", "PROCESS", "UPDATED")
-    rows = [
+    rows = [  # every string from a run folder with its control characters shown
         (
-            i.name,
-            i.state,
+            visible(i.name),
+            visible(i.state),
             f"{i.step:,}",
             _val_str(i.best_val_bits_per_char, i.process == "ar"),
-            i.preset,
-            i.process,
+            visible(i.preset),
+            visible(i.process),
             _ago(i.last_update),
         )
         for i in infos
     ]
     if use_rich():
         from rich.table import Table
+        from rich.text import Text
 
         table = Table(box=None, header_style="bold", pad_edge=False)
         for h in header:
@@ -84,7 +86,7 @@ def runs_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON 
             "stopped": "yellow",
         }
         for r in rows:
-            table.add_row(*r, style=colours.get(r[1], ""))
+            table.add_row(*(Text(c) for c in r), style=colours.get(r[1], ""))  # no markup
         make_console().print(table)
         _print_damage(infos)
         return
@@ -98,7 +100,7 @@ def _print_damage(infos: list[Any]) -> None:
     """Why each damaged run is damaged, under the table (the table stays one line a run)."""
     for i in infos:
         if i.state == "damaged" and i.reason:
-            _out(f"  {i.name}: {i.reason}")
+            _out(f"  {visible(i.name)}: {visible(i.reason)}")
 
 
 @runs_app.command(
@@ -136,14 +138,18 @@ def runs_show(
             }
         )
         return
+
+    def say(line: str) -> None:  # config, status and names come from the run folder
+        _out(visible(line))
+
     m, p, d, t = (config.get(k) or {} for k in ("model", "process", "data", "train"))
-    _out(f"run        {rd.name}  ({rd.path})")
+    say(f"run        {rd.name}  ({rd.path})")
     line = f"state      {state} · step {status.get('step', summary.get('step', 0)):,}"
     if state == "live":
         line += f" · pid {status.get('pid', '?')} on {status.get('host', '?')}"
-    _out(line)
+    say(line)
     if status.get("message"):
-        _out(f"status     {status.get('state')}: {_one_line(status['message'])}")
+        say(f"status     {status.get('state')}: {_one_line(status['message'])}")
     plan = " or ".join(
         x
         for x in (
@@ -152,22 +158,22 @@ def runs_show(
         )
         if x
     )
-    _out(
+    say(
         f"config     preset {config.get('preset', '?')} · process {p.get('kind', '?')} · "
         f"tokenizer {d.get('tokenizer', '?')} · vocab {m.get('vocab_size', '?')}"
     )
-    _out(
+    say(
         f"model      d_model {m.get('d_model')} · {m.get('n_layers')} layers · "
         f"{m.get('n_heads')} heads · seq_len {m.get('seq_len')}"
     )
-    _out(
+    say(
         f"train      batch {t.get('batch_size')} · lr {t.get('lr')} · {plan} · "
         f"{t.get('precision')} · device {t.get('device')}"
     )
-    _out(f"data       {d.get('source')}")
+    say(f"data       {d.get('source')}")
     if "step" in last:
         e = last["step"]
-        _out(
+        say(
             f"last step  {e.get('step')} · loss {e.get('loss', float('nan')):.3f} · "
             f"{e.get('tokens_per_s', 0):,.0f} tok/s · elapsed "
             f"{format_duration(e.get('elapsed_s'))}"
@@ -181,14 +187,14 @@ def runs_show(
             bool(e.get("exact", exact)),
         )
         best = _val_str(summary.get("best_val_bits_per_char"), exact)
-        _out(f"last eval  step {e.get('step')} · {bound} · best {best}")
+        say(f"last eval  step {e.get('step')} · {bound} · best {best}")
     if "sample" in last:
         e = last["sample"]
-        _out(f"sample     step {e.get('step')} · {one_line(str(e.get('text', '')))}")
+        say(f"sample     step {e.get('step')} · {one_line(str(e.get('text', '')))}")
     if ckpts:
-        _out("checkpoints " + ", ".join(str(s) for s in ckpts))
+        say("checkpoints " + ", ".join(str(s) for s in ckpts))
     else:
-        _out("checkpoints none yet")
+        say("checkpoints none yet")
 
 
 @runs_app.command(
@@ -202,32 +208,47 @@ def runs_stop(
         60.0, "--timeout", help="Seconds to wait before giving up (SIGTERM after a third)."
     ),
 ) -> None:
-    """Ask a live run to checkpoint and stop (through its run directory; SIGTERM fallback)."""
+    """Ask a live run to checkpoint and stop (through its run directory; SIGTERM fallback).
+
+    SIGTERM goes only to a process proven to be the run's trainer (it holds the run's lock
+    and has the start time recorded in status.json); never to a pid status.json merely names.
+    """
     E = _engine()
     rd = E.resolve_run(run)
+    name = visible(rd.name)
     state = rd.liveness()
     if state != "live":
-        raise E.RunError(f"run {rd.name} is not running (state: {state})")
+        raise E.RunError(f"run {name} is not running (state: {state})")
     rd.request("stop")
-    _out(f"asked {rd.name} to stop")
+    pid, why, reachable = E.find_trainer(rd)
+    if not reachable:
+        raise E.RunError(
+            f"wrote a stop request for run {name}, but could not find its trainer ({why}); "
+            "no process was signalled"
+        )
+    if pid is None:
+        _out(f"asked {name} to stop (its trainer is not verified: {why}; it will not be signalled)")
+    else:
+        _out(f"asked {name} to stop (trainer pid {pid})")
     if not wait:
         return
     start = time.monotonic()
-    signalled = False
+    signalled = pid is None  # only a verified trainer is ever signalled
     while rd.liveness() == "live":
         waited = time.monotonic() - start
         if waited > timeout:
-            _err(f"ldlm: error: run {rd.name} did not stop within {timeout:.0f}s")
+            _err(f"ldlm: error: run {name} did not stop within {timeout:.0f}s")
             raise typer.Exit(1)
         if not signalled and waited > timeout / 3:
             signalled = True
-            if rd.signal_stop():
-                _out(f"no answer yet; sent SIGTERM to pid {rd.read_status().get('pid')}")
+            sent = E.signal_trainer(rd)
+            if sent is not None:
+                _out(f"no answer yet; sent SIGTERM to pid {sent}")
         time.sleep(0.2)
     st = rd.read_status()
     _out(
-        f"stopped {rd.name} at step {st.get('step', '?')} ({st.get('state', '?')}); "
-        f"resume with `ldlm train --resume {_shell_quote(_run_ref(rd))}`"
+        f"stopped {name} at step {st.get('step', '?')} ({visible(st.get('state', '?'))}); "
+        f"resume with `ldlm train --resume {visible(_shell_quote(_run_ref(rd)))}`"
     )
 
 
@@ -250,8 +271,8 @@ def runs_rm(
     if not yes:
         if not sys.stdin.isatty():
             raise _UsageError(f"refusing to delete run {rd.name} without --yes")
-        if not typer.confirm(f"Delete run {rd.name} ({rd.path})?", default=False):
+        if not typer.confirm(f"Delete run {visible(rd.name)} ({visible(rd.path)})?", default=False):
             _out("nothing deleted")
             raise typer.Exit(1)
     path = E.delete_run(rd.path, force=force)
-    _out(f"deleted {rd.name} ({path})")
+    _out(f"deleted {visible(rd.name)} ({visible(path)})")

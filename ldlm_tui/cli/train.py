@@ -7,6 +7,8 @@ from typing import Any
 
 import typer
 
+from ldlm_engine.safe_text import visible
+
 from .common import (
     SIGNAL_EXIT,
     Device,
@@ -275,12 +277,13 @@ def _train_foreground(
 
     step = rd.latest_checkpoint_step() if trainer.resume else None
     head = f"resuming {rd.name} from step {step}" if step else f"training {rd.name}"
-    _out(f"{head}  ({rd.path})")
-    _out(
+    _out(visible(f"{head}  ({rd.path})"))
+    settings = (  # a resumed run's settings come from its folder: shown, never obeyed
         f"  {cfg.preset} preset · {cfg.process.kind} process · {cfg.data.tokenizer} tokenizer · "
         f"seq_len {cfg.model.seq_len} · batch {cfg.train.batch_size} · {_plan_text(cfg)} · "
         f"device {cfg.train.device}"
     )
+    _out(visible(settings))
     display = make_training_display()
     trainer.sinks.append(display)
     if on_start is not None:

@@ -19,11 +19,13 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.markup import escape as escape_markup
 from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Label, Static
 from textual.widgets._footer import FooterKey
 
 from ldlm_engine import RunInfo, close_run_names, list_runs
+from ldlm_engine.safe_text import visible
 
 from ..messages import LogEntry
 
@@ -310,7 +312,7 @@ class StatusLine(Static):
         line = Text.assemble(("ldlm", "bold"), no_wrap=True, overflow="ellipsis", end="")
         line.append("  run " if run else "  no run", style="dim")
         if run:
-            line.append(run, style="bold")
+            line.append(visible(run), style="bold")
         if entry is not None:
             style = {"error": "bold red", "warning": "yellow"}.get(entry.severity, "")
             line.append("  │ ", style="dim")
@@ -342,13 +344,17 @@ class LdlmCommands(Provider):
             ("Messages", "recent messages and errors (m)", app.action_messages),
             ("ldlm keys", "list every ldlm key (?)", app.action_help),
         ]
-        for info in self._runs:
-            name = info.name
+        for info in self._runs:  # a name's control characters and markup shown, not obeyed
+            name, shown = info.name, escape_markup(visible(info.name))
             cmds.append(
-                (f"Open run {name}", f"{info.state}, step {info.step}", partial(app.open_run, name))
+                (
+                    f"Open run {shown}",
+                    f"{escape_markup(visible(info.state))}, step {info.step}",
+                    partial(app.open_run, name),
+                )
             )
             cmds.append(
-                (f"Attach to run {name}", "follow its loss and samples", partial(app.attach, name))
+                (f"Attach to run {shown}", "follow its loss and samples", partial(app.attach, name))
             )
         return cmds
 

@@ -19,6 +19,7 @@ from textual.containers import Vertical
 from textual.widgets import DataTable, Static
 
 from ldlm_engine import LdlmError, RunDir, RunInfo, delete_run, list_runs
+from ldlm_engine.safe_text import visible
 
 from ..messages import RunAction
 from .help import YesNoScreen
@@ -53,15 +54,15 @@ def run_row(info: RunInfo, marked: bool, corpus: str = "") -> tuple[str, ...]:
     updated = "-"
     if info.last_update:
         updated = time.strftime("%m-%d %H:%M", time.localtime(info.last_update))
-    return (
+    return (  # every string from a run folder with its control characters shown
         "●" if marked else " ",
-        info.name,
-        info.state,
+        visible(info.name),
+        visible(info.state),
         str(info.step),
         "-" if best is None else f"{best:.3f}",
-        corpus_label(corpus),
-        info.preset,
-        info.process,
+        visible(corpus_label(corpus)),
+        visible(info.preset),
+        visible(info.process),
         updated,
     )
 
@@ -139,8 +140,8 @@ class RunsPane(Vertical):
         table = self.query_one(RunsTable)
         current = self.current_run()
         table.clear()
-        for row in rows:
-            table.add_row(*row, key=row[1])
+        for info, row in zip(infos, rows, strict=True):  # Text: a cell is never markup
+            table.add_row(*(Text(c, end="") for c in row), key=info.name)
         if current in self.infos:
             table.move_cursor(row=table.get_row_index(current))
         self._show_hint()
@@ -164,7 +165,9 @@ class RunsPane(Vertical):
         info = self.infos.get(self.current_run() or "")
         reason = getattr(info, "reason", "") if info is not None else ""
         if info is not None and info.state == "damaged":
-            why = Text(f"{info.name} is damaged: {reason or 'unreadable files'}", "red")
+            why = Text(
+                f"{visible(info.name)} is damaged: {visible(reason or 'unreadable files')}", "red"
+            )
             hint.update(why, layout=False)
             return
         marked = f", {len(self.marked)} marked" if self.marked else ""
@@ -223,19 +226,21 @@ class RunsPane(Vertical):
             return
         info = self.infos.get(run)
         if info is not None and info.state == "live":
-            self.notify(f"Run {run} is live: stop it first.", severity="error")
+            self.notify(
+                f"Run {visible(run)} is live: stop it first.", severity="error", markup=False
+            )
             return
 
         def done(yes: bool | None) -> None:
             if not yes:
                 return
             try:
-                delete_run(run)
+                delete_run(self.infos[run].path if run in self.infos else run)
             except LdlmError as e:
-                self.notify(str(e), severity="error")
+                self.notify(visible(str(e)), severity="error", markup=False)
                 return
             self.marked.discard(run)
-            self.notify(f"Deleted run {run}.")
+            self.notify(f"Deleted run {visible(run)}.", markup=False)
             self.refresh_runs()
 
-        self.app.push_screen(ConfirmDelete(run), done)
+        self.app.push_screen(ConfirmDelete(visible(run)), done)
