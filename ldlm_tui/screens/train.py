@@ -66,17 +66,19 @@ TOOLTIPS = {
     "seq-len": "tokens per sequence",
     "sample-every": "evaluate and print a sample every N steps (0 = never)",
     "block-size": "block process: tokens per block (must divide seq len)",
+    "init-from": "a run whose weights start this one (same shape and tokenizer), e.g. an ar run",
 }
 # The engine's setting names as this form labels them, for its error messages.
 FORM_NAMES = {
     "data.source": "corpus",
     "data.tokenizer": "tokenizer",
+    "train.init_from": "start from",
     **{key: label for label, _, keys in NUMERIC_FIELDS.values() for key in keys},
 }
 # States a trainer reports once on its way to stepping: the first step after one is "training".
 TRANSIENT_STATES = ("starting", "started", "resuming", "resumed")
 # Form fields that are remembered between launches and filled from a run's config.
-TEXT_FIELDS = ("name", "corpus", *NUMERIC_FIELDS)
+TEXT_FIELDS = ("name", "corpus", "init-from", *NUMERIC_FIELDS)
 SELECT_FIELDS = ("preset", "process", "tokenizer")
 
 
@@ -94,6 +96,7 @@ def config_values(cfg: RunConfig) -> dict[str, str]:
         "seq-len": str(cfg.model.seq_len),
         "sample-every": str(t.sample_every),
         "block-size": str(cfg.process.block_size),
+        "init-from": t.init_from,
     }
 
 
@@ -175,8 +178,8 @@ class TrainPane(Vertical):
         self._base = self._starting(preset)
         self._preset_shown = self._base["preset"]
         values = {**self._base, "name": ""}
-        for key, value in remembered.items():
-            if key in TEXT_FIELDS and key != "name":
+        for key, value in remembered.items():  # a name or a start run is chosen per run
+            if key in TEXT_FIELDS and key not in ("name", "init-from"):
                 values[key] = value
         for key, choices in (("process", PROCESSES), ("tokenizer", TOKENIZERS)):
             if remembered.get(key) in choices:
@@ -196,6 +199,8 @@ class TrainPane(Vertical):
                 yield Field("preset", self._select("preset", PRESETS, values["preset"]))
                 yield Field("process", self._select("process", processes, values["process"]))
                 yield Field("tokenizer", self._select("tokenizer", TOKENIZERS, values["tokenizer"]))
+                start = self._input("init-from", values["init-from"], placeholder="scratch")
+                yield Field("start from", start)
                 for fid, (label, typ, _) in NUMERIC_FIELDS.items():
                     kind = "integer" if typ is int else "number"
                     yield Field(label, self._input(fid, values[fid], kind=kind), id=f"field-{fid}")
@@ -284,6 +289,8 @@ class TrainPane(Vertical):
             choose("data.source", corpus)
         if self.value("tokenizer") != self._base.get("tokenizer"):
             choose("data.tokenizer", self.value("tokenizer"))
+        if self.value("init-from") != self._base.get("init-from", ""):
+            choose("train.init_from", self.value("init-from") or None)
         process = self.value("process")
         for fid, (label, typ, keys) in NUMERIC_FIELDS.items():
             text = self.value(fid)
