@@ -301,22 +301,26 @@ def shift_attention_mask(length: int, block_size: int, device=None) -> torch.Ten
     return torch.cat([noisy_rows, clean_rows], dim=0)
 
 
-def shift_rows(length: int, block_size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def shift_rows(
+    length: int, block_size: int, device=None, clean_rows: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Which output rows a shifted block pass needs, and where each token's logits are.
 
     Returns (rows, index): ``rows`` are the noisy positions whose output predicts the next
-    token of the same block (i - 1 for every i that does not start a block), then every clean
-    position (k predicts x_k: a block's first token, and the ar loss); ``index[i]`` is the
-    place of token i's logits among ``rows``.
+    token of the same block (i - 1 for every i that does not start a block), then the clean
+    positions (k predicts x_k): every one with ``clean_rows`` (the ar loss reads them all),
+    else only those before a block. ``index[i]`` is the place of token i's logits in ``rows``.
+    The head runs on these rows only: with a word vocabulary it is most of a step's cost.
     """
     clean = length - block_size + 1
     i = torch.arange(length, device=device)
     inner = i[i % block_size != 0]
-    rows = torch.cat([inner - 1, length + torch.arange(clean, device=device)])
+    starts = i[i % block_size == 0]
+    kept = torch.arange(clean, device=device) if clean_rows else starts
+    rows = torch.cat([inner - 1, length + kept])
     index = torch.empty(length, dtype=torch.long, device=device)
     index[inner] = torch.arange(inner.numel(), device=device)
-    starts = i[i % block_size == 0]
-    index[starts] = inner.numel() + starts
+    index[starts] = inner.numel() + (starts if clean_rows else torch.arange(starts.numel()))
     return rows, index
 
 
@@ -406,19 +410,20 @@ class BlockProcess(MaskedProcess):
             raise ValueError(f"sequence length {length} is not a multiple of {bs}")
         return length // bs
 
-    def _shift_tables(self, length: int, bs: int, device) -> tuple[torch.Tensor, ...]:
-        key = (length, bs, str(device))
+    def _shift_tables(self, length: int, bs: int, device, ar: bool) -> tuple[torch.Tensor, ...]:
+        key = (length, bs, str(device), ar)
         if key not in self._shift:
-            rows, index = shift_rows(length, bs, device)
+            rows, index = shift_rows(length, bs, device, clean_rows=ar)
             pos = torch.arange(length + 1, device=device)
             positions = torch.cat([pos[1:], pos[: length - bs + 1]])
             self._shift[key] = (shift_attention_mask(length, bs, device), rows, index, positions)
         return self._shift[key]
 
     def shifted_logits(
-        self, model, xt: torch.Tensor, x0: torch.Tensor, bs: int
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One shifted pass: (token logits [B, L, V], clean-stream logits [B, L - bs + 1, V]).
+        self, model, xt: torch.Tensor, x0: torch.Tensor, bs: int, ar: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """One shifted pass: (token logits [B, L, V], clean-stream logits [B, L - bs + 1, V]
+        when ``ar``, else None).
 
         Token i's logits come from the noisy position i - 1 of its block, or, for a block's
         first token, from the clean position holding x_{i-1}: the ar prediction. The clean
@@ -430,16 +435,16 @@ class BlockProcess(MaskedProcess):
         if bs == 1:
             logits = model(torch.cat([bos, x0[:, :-1]], dim=1), None, causal=True)
             return logits, logits
-        mask, rows, index, positions = self._shift_tables(length, bs, x0.device)
+        mask, rows, index, positions = self._shift_tables(length, bs, x0.device, ar)
         inp = torch.cat([xt, bos, x0[:, : length - bs]], dim=1)
         out = model(inp, None, positions=positions, attn_mask=mask, rows=rows)
-        return out[:, index], out[:, rows.numel() - (length - bs + 1) :]
+        return out[:, index], (out[:, rows.numel() - (length - bs + 1) :] if ar else None)
 
     def sampling_logits(self, model, xt: torch.Tensor, t=None) -> torch.Tensor:
         """A shifted model denoises a whole window as one block (infill); see ``full_blocks``."""
         if not self.shift:
             return super().sampling_logits(model, xt, t)
-        logits = self.shifted_logits(model, xt, xt, xt.shape[1])[0].float()
+        logits = self.shifted_logits(model, xt, xt, xt.shape[1], ar=False)[0].float()
         return logits.masked_fill(~self.writable.to(logits.device), float("-inf"))
 
     def noisy_logits(
@@ -448,7 +453,7 @@ class BlockProcess(MaskedProcess):
         """Float32 x0-logits [B, L, V] of the noisy tokens, each block seeing the clean prefix."""
         bs = self.block_size if bs is None else bs
         if self.shift:
-            logits = self.shifted_logits(model, xt, x0, bs)[0].float()
+            logits = self.shifted_logits(model, xt, x0, bs, ar=False)[0].float()
             return logits.masked_fill(~self.allowed.to(logits.device), float("-inf"))
         length = x0.shape[1]
         clean = length - bs
@@ -555,12 +560,12 @@ class BlockProcess(MaskedProcess):
         u = self.draw_u(x0.shape[0] * nb, generator, x0.device).view(-1, nb)
         mask, weight = self._exact_k(x0, u, bs, generator)
         xt = x0.masked_fill(mask, self.mask_id)
-        tok, clean = self.shifted_logits(model, xt, x0, bs)
+        tok, clean = self.shifted_logits(model, xt, x0, bs, ar=self.cfg.ar_loss > 0)
         allowed = self.allowed.to(tok.device)
         tok = tok.float().masked_fill(~allowed, float("-inf"))
         ce = F.cross_entropy(tok.flatten(0, 1), x0.flatten(), reduction="none").view(x0.shape)
         loss = (ce * mask * weight).sum() / x0.numel()
-        if self.cfg.ar_loss > 0:
+        if clean is not None:
             clean = clean.float().masked_fill(~allowed, float("-inf"))
             target = x0[:, : clean.shape[1]]
             ar = F.cross_entropy(clean.flatten(0, 1), target.flatten())

@@ -102,6 +102,9 @@ def test_each_block_starts_with_the_ar_prediction_and_ignores_later_blocks(tok, 
         want = ar(ar_proc.shift_right(x0))
     starts = torch.arange(L) % bs == 0
     assert torch.allclose(tokens[:, starts], want[:, starts], atol=1e-4)
+    with torch.no_grad():  # without the ar loss the head skips the other clean rows
+        lean, none = proc.shifted_logits(model, xt, x0, bs, ar=False)
+    assert none is None and torch.allclose(lean, tokens, atol=1e-5)
     assert torch.allclose(clean, want[:, : L - bs + 1], atol=1e-4)  # the free ar loss
     # Changing a later block (clean or noisy) changes nothing in block 0.
     if bs < L:
