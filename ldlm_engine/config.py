@@ -146,6 +146,8 @@ class SampleConfig:
     block_length: int = 0  # semi-autoregressive blocks; 0 = one block
     threshold: float = 0.9  # confidence needed by the "threshold" sampler
     seed: int = 0
+    top_p: float = 1.0  # nucleus: sample among the likeliest ids holding this much probability
+    top_k: int = 0  # sample among the k likeliest ids; 0 = off
     cache: bool = True  # ar/block: reuse keys/values (False recomputes: benchmarks, tests)
 
 
@@ -333,6 +335,8 @@ def validate(cfg: RunConfig) -> None:
     _check(s.temperature >= 0, "sample.temperature must be >= 0")
     _check(s.block_length >= 0, "sample.block_length must be >= 0")
     _check(0 < s.threshold <= 1, "sample.threshold must be in (0, 1]")
+    _check(0 < s.top_p <= 1, "sample.top_p must be in (0, 1]")
+    _check(s.top_k >= 0, "sample.top_k must be >= 0 (0 = off)")
     _check(isinstance(s.cache, bool), "sample.cache must be true or false")
     if p.kind == "uniform":
         _check(m.time_embedding, "the uniform process needs model.time_embedding = true")

@@ -72,6 +72,8 @@ class GenerationResult:
     prompt: str
     run: str
     step: int
+    top_p: float = 1.0
+    top_k: int = 0
     notes: list[str] = field(default_factory=list)
     repetitive: bool = False  # the sample collapsed into one repeated token (repeated_token)
 
@@ -180,6 +182,8 @@ class GenerationSession:
             total_tokens=len(last.tokens),
             seed=cfg.seed,
             temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
             prompt=prompt,
             run=loaded.run.name,
             step=loaded.step,

@@ -29,6 +29,7 @@ Examples:
   ldlm generate my-run --prompt "The [MASK*12] sat on the mat."     (infill)
   ldlm generate my-run --sampler threshold --threshold 0.8 --json
   ldlm generate my-run --num 3 --seed 7 --json
+  ldlm generate my-run --top-p 0.9 --top-k 40
 
 Infilling: in the prompt, [MASK] marks one token to generate and [MASK*N] marks N; the rest
 is kept as context and --length is ignored. Without markers the prompt is a prefix and
@@ -59,6 +60,14 @@ def generate(
     threshold: float | None = typer.Option(
         None, "--threshold", help="Confidence for the threshold sampler."
     ),
+    top_p: float | None = typer.Option(
+        None,
+        "--top-p",
+        help="Nucleus: sample among the likeliest tokens holding this mass (1 = off).",
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", help="Sample among the k likeliest tokens (0 = off)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
     num: int = typer.Option(1, "--num", help="Number of samples."),
     cache: bool | None = typer.Option(
@@ -86,6 +95,8 @@ def generate(
         temperature=temperature,
         block_length=block_length,
         threshold=threshold,
+        top_p=top_p,
+        top_k=top_k,
         seed=seed,
         cache=cache,
     )
