@@ -18,7 +18,7 @@ from typing import Any
 from .config import SampleConfig
 from .errors import ConfigError
 from .inference import LoadedRun, load_run
-from .prompts import describe_unknown, render_text, repeated_token, unknown_pieces
+from .prompts import describe_unknown, render_text, repeated_token, typed_texts, unknown_pieces
 from .runs import RunDir, resolve_run
 from .sampling import SAMPLERS, Frame, Transcript, generate
 
@@ -29,12 +29,15 @@ class TimedFrame:
 
     ``transcript`` holds the whole sequence so far (prompt included) even when the sampler
     reports only the window it is working on; its lists are updated in place by later
-    frames, so copy what you keep.
+    frames, so copy what you keep. ``typed`` maps the positions of prompt tokens the
+    vocabulary lacks (``<unk>``) to the text the user typed there
+    (:func:`ldlm_engine.prompts.typed_texts`): with the tokens, the frame's display text.
     """
 
     frame: Frame
     elapsed_s: float
     transcript: Transcript
+    typed: dict[int, str] = field(default_factory=dict)
 
     @property
     def tokens(self) -> list[int]:
@@ -87,6 +90,27 @@ class GenerationResult:
         return d
 
 
+@dataclass
+class SeedPolicy:
+    """Which seed the next generation uses: a new one each time, unless the user fixes it.
+
+    With one seed for ever, Enter gave the same text every time (and two prompts on a word
+    model the same continuation); advancing it gives a new sample each time, and the seed a
+    sample used is reported (``GenerationResult.seed``) so ``ldlm generate --seed N``
+    reproduces it. ``ldlm generate`` takes one explicit seed per sample instead.
+    """
+
+    next: int = 0
+    fixed: bool = False
+
+    def take(self) -> int:
+        """The seed for this generation; the next one moves on unless the seed is fixed."""
+        seed = self.next
+        if not self.fixed:
+            self.next = (seed + 1) % 2**63
+        return seed
+
+
 class GenerationSession:
     """Loads runs (cached per checkpoint) and runs generations on them.
 
@@ -97,6 +121,7 @@ class GenerationSession:
         self.device = device
         self.cache_size = cache_size
         self._cache: OrderedDict[str, LoadedRun] = OrderedDict()
+        self.seeds = SeedPolicy()
 
     def load(self, run: str | Path | RunDir) -> LoadedRun:
         """The run's model at its newest checkpoint; reloaded only when a newer one exists."""
@@ -142,6 +167,7 @@ class GenerationSession:
             loaded.model, loaded.process, loaded.tokenizer, cfg, prompt, device=loaded.device
         )
         transcript = Transcript()
+        typed = typed_texts(loaded.tokenizer, prompt)
         elapsed = 0.0
         try:
             while True:
@@ -151,7 +177,7 @@ class GenerationSession:
                 if frame is None:
                     return
                 transcript.apply(frame)
-                yield TimedFrame(frame, elapsed, transcript)
+                yield TimedFrame(frame, elapsed, transcript, typed)
         finally:
             frames.close()
 

@@ -149,13 +149,16 @@ def _generate_one(session: Any, loaded: Any, sc: Any, prompt: str, *, animate: b
     last_draw = 0.0
     transcript = Transcript()
     texts = TokenTexts(loaded.tokenizer)
+    typed: dict[int, str] = {}
 
     def draw(tf: Any) -> None:
-        nonlocal last_draw
+        nonlocal last_draw, typed
+        typed = tf.typed
         transcript.apply(tf.frame)  # every frame: a window-only frame updates its part
         now = time.perf_counter()
         if tf.frame.done or now - last_draw >= 1 / 30:
-            live.update(Tail(render_transcript(transcript, None, texts=texts)), refresh=True)
+            shown = render_transcript(transcript, None, texts=texts, typed=typed)
+            live.update(Tail(shown), refresh=True)
             last_draw = now
             time.sleep(0.01)  # so the eye can follow a fast sampler
 
@@ -164,7 +167,7 @@ def _generate_one(session: Any, loaded: Any, sc: Any, prompt: str, *, animate: b
     finally:
         live.stop()
         if transcript.last is not None:
-            console.print(render_transcript(transcript, None, texts=texts))
+            console.print(render_transcript(transcript, None, texts=texts, typed=typed))
 
 
 # --------------------------------------------------------------------------- eval
