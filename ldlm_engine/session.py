@@ -114,6 +114,11 @@ class SeedPolicy:
 class GenerationSession:
     """Loads runs (cached per checkpoint) and runs generations on them.
 
+    A run training in this process (the app's own) is sampled from its live weights: the
+    trainer copies them between two optimizer steps (``Trainer.snapshot_weights``) and the
+    copy stays here, in the engine, so no tensor ever reaches a UI thread. Any other run,
+    an attached one included, uses its newest checkpoint.
+
     Thread-safe enough for one worker at a time: the app runs one generation per pane.
     """
 
@@ -122,11 +127,33 @@ class GenerationSession:
         self.cache_size = cache_size
         self._cache: OrderedDict[str, LoadedRun] = OrderedDict()
         self.seeds = SeedPolicy()
+        self._live: dict[str, Any] = {}  # run path -> its Trainer in this process
+
+    def set_live(self, run: str | Path | RunDir, trainer: Any | None) -> None:
+        """Sample ``run`` from ``trainer``'s weights as it trains here (None: from checkpoints).
+
+        ``trainer`` is anything with ``snapshot_weights()``, ``step``, ``cfg`` and
+        ``tokenizer`` (a :class:`~ldlm_engine.training.Trainer`).
+        """
+        rd = run if isinstance(run, RunDir) else resolve_run(run)
+        key = str(rd.path.resolve())
+        if trainer is None:
+            self._live.pop(key, None)
+            cached = self._cache.get(key)
+            if cached is not None and cached.live:  # from now on: the final checkpoint
+                del self._cache[key]
+        else:
+            self._live[key] = trainer
 
     def load(self, run: str | Path | RunDir) -> LoadedRun:
         """The run's model at its newest checkpoint; reloaded only when a newer one exists."""
         rd = run if isinstance(run, RunDir) else resolve_run(run)
         key = str(rd.path.resolve())
+        trainer = self._live.get(key)
+        if trainer is not None:
+            loaded = self._load_live(rd, key, trainer)
+            if loaded is not None:
+                return loaded
         cached = self._cache.get(key)
         latest = rd.latest_checkpoint_step()
         if cached is not None and (latest is None or latest == cached.step):
@@ -134,6 +161,34 @@ class GenerationSession:
             return cached
         self._cache.pop(key, None)
         loaded = load_run(rd, device=self.device)
+        self._cache[key] = loaded
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return loaded
+
+    def _load_live(self, rd: RunDir, key: str, trainer: Any) -> LoadedRun | None:
+        """The run at its trainer's current step (cached until the trainer takes a step)."""
+        from .runtime import build_model, resolve_device
+
+        cached = self._cache.get(key)
+        if cached is not None and cached.live and cached.step == trainer.step:
+            self._cache.move_to_end(key)
+            return cached
+        snapshot = trainer.snapshot_weights()
+        if snapshot is None or trainer.tokenizer is None:
+            return None  # not built yet: its checkpoints, if any
+        step, state = snapshot
+        config = trainer.cfg.copy()
+        if cached is not None and cached.live:  # same run: reuse the model, new weights
+            model, process, device = cached.model, cached.process, cached.device
+        else:
+            device = resolve_device(self.device)
+            model, process = build_model(config, trainer.tokenizer)
+            process.to(device)
+        model.load_state_dict(state)
+        model.to(device).eval()
+        loaded = LoadedRun(rd, config, trainer.tokenizer, model, process, step, device, live=True)
+        self._cache.pop(key, None)
         self._cache[key] = loaded
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)

@@ -100,6 +100,8 @@ def test_every_enter_gives_a_new_sample_with_its_seed(word_run) -> None:
                 shown = str(pane.query_one("#gen-seed-used").render())
                 seen.append((pane.shown_seed, pane.result.text, shown))
             assert pane.query_one("#gen-seed", Input).value == str(seen[-1][0] + 1)
+            # A run not training in this app: its newest checkpoint, and the pane says which.
+            assert "checkpoint step 20" in str(pane.query_one("#gen-run").render())
             # A fixed seed is the user's choice: then Enter repeats the sample.
             pane.query_one("#gen-seed", Input).value = str(seen[0][0])
             pane.query_one("#gen-fixed-seed", Checkbox).value = True

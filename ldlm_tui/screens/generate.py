@@ -273,6 +273,7 @@ class GeneratePane(Widget):
         self._replay_timer: Timer | None = None
         self._replay_stride = 1
         self._gen_lock = threading.Lock()
+        self.live_run: str | None = None  # the path of the run training in this app
         self._pending_seed: int | None = None
         self._shown_seed: int | None = None
         if run is not None:
@@ -406,7 +407,10 @@ class GeneratePane(Widget):
             return
         self._run_config = cfg
         self._process_kind = cfg.process.kind
-        ck = f"checkpoint step {step}" if step is not None else "no checkpoint yet"
+        if self.live_run is not None and self.live_run == str(rd.path.resolve()):
+            ck = "training here: samples its live weights"
+        else:
+            ck = f"checkpoint step {step}" if step is not None else "no checkpoint yet"
         self._run_label = (
             f"run {rd.name} · {cfg.process.kind} process · {ck} · seq_len {cfg.model.seq_len}"
         )
@@ -428,6 +432,17 @@ class GeneratePane(Widget):
     def _update_seed(self) -> None:
         if self.is_mounted:
             self.query_one("#gen-seed-used", Static).update(self._seed_text())
+
+    def set_live(self, run_path: Any, trainer: Any | None) -> None:
+        """``run_path`` trains in this app (``trainer``; None when it stops): generate from
+        its live weights, which the engine's session snapshots between optimizer steps."""
+        from pathlib import Path
+
+        self.session.set_live(Path(run_path), trainer)
+        path = str(Path(run_path).resolve())
+        self.live_run = path if trainer is not None else None
+        if self.run is not None:
+            self.set_run(self.run)  # the label says where the weights come from
 
     def _update_run_label(self) -> None:
         if self.is_mounted:
@@ -519,9 +534,10 @@ class GeneratePane(Widget):
             session = self.session
             loaded = session.load(run)
             mcfg = loaded.config.model
+            weights = "live weights" if loaded.live else "checkpoint"
             label = (
-                f"run {loaded.run.name} · step {loaded.step} · {loaded.process.kind} process · "
-                f"{loaded.device.type} · seq_len {mcfg.seq_len}"
+                f"run {loaded.run.name} · {weights} step {loaded.step} · "
+                f"{loaded.process.kind} process · {loaded.device.type} · seq_len {mcfg.seq_len}"
             )
             self.post_message(_RunLoaded(gen_id, label, loaded.process.kind))
             if overrides.get("length") is None and loaded.process.kind in ("mask", "uniform"):
