@@ -135,8 +135,11 @@ class GenerationSession:
         ``trainer`` is anything with ``snapshot_weights()``, ``step``, ``cfg`` and
         ``tokenizer`` (a :class:`~ldlm_engine.training.Trainer`).
         """
-        rd = run if isinstance(run, RunDir) else resolve_run(run)
-        key = str(rd.path.resolve())
+        if isinstance(run, RunDir):
+            path = run.path
+        else:  # a path needs no checks: the run may be gone (a start that failed is removed)
+            path = Path(run) if isinstance(run, Path) else resolve_run(run).path
+        key = str(path.resolve())
         if trainer is None:
             self._live.pop(key, None)
             cached = self._cache.get(key)
