@@ -85,7 +85,7 @@ class ProcessConfig:
     block_size: int = 8  # tokens per block; must divide model.seq_len (1 = exact NLL)
     block_masking: str = "exact"  # "exact": k ~ U{1..B} masks weighted B/k; "bernoulli": 1/t
     # False: the clean copy runs without gradients (1.5x a masked step instead of 2.35x,
-    # and no worse per step; README, block diffusion); True: BD3-LM's one joint pass
+    # and no worse per step; docs/benchmarks.md, block diffusion); True: BD3-LM's one joint pass
     block_clean_grad: bool = False
     block_warmup: float = 0.0  # fraction of the steps trained as one block (masked) first
 
@@ -383,7 +383,7 @@ def validate(cfg: RunConfig) -> None:
 def _preset_seed() -> RunConfig:
     """The seed's system number for number: t drawn independently for every
     sequence, and sampling through all 1000 reverse steps. Where ldlm differs from the seed
-    (x0 target, packed windows, the extra ``<mask>`` id, ...) the README's table says why."""
+    (x0 target, packed windows, the extra ``<mask>`` id, ...) docs/design.md says why."""
     return RunConfig(
         preset="seed",
         model=ModelConfig(
@@ -427,7 +427,7 @@ def _preset_default() -> RunConfig:
 
     At a fixed time budget a small model that sees 4× the tokens beats the seed's dimensions,
     which see few; and at equal CPU time block diffusion ends 0.3 bits/char below full-sequence
-    masking and can write text of any length (the measurements: README, Benchmarks, quality).
+    masking and can write text of any length (the measurements: docs/benchmarks.md, quality).
     A block step costs ~1.5× a masked one, hence fewer steps for the same ten minutes.
     """
     return RunConfig(
