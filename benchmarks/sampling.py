@@ -16,7 +16,10 @@ each of ``--temperatures`` (default 0.8, the engine's default; a list sweeps the
   uniform process's ancestral sampler with ``--with-uniform`` (a third model, same budget);
 * the same ``low_confidence``, ``random`` and ``threshold`` settings on a ``block`` model
   (BD3-LM, blocks of ``--block-size``, KV-cached; one more model, same budget; ``--no-block``
-  skips it).
+  skips it);
+* with ``--top-p``/``--top-k`` lists (e.g. ``--top-p 1,0.95,0.9 --top-k 0,40``), one-token-per-
+  call ``low_confidence`` on each model at every other (top_p, top_k) pair: they compete in the
+  entropy-matched verdict below, which is how the presets' defaults are chosen.
 
 For each it prints model calls (NFE), tokens/s (generated tokens / wall time, median over
 samples), and quality: the generative NLL, i.e. the mean per-token cross-entropy of the
@@ -81,6 +84,8 @@ class Setting:
     threshold: float = 0.9
     process: str = "mask"  # which model generates: mask, block or uniform
     temperature: float = 0.8
+    top_p: float = 1.0
+    top_k: int = 0
     nfe: list[int] = field(default_factory=list)
     tokens_per_s: list[float] = field(default_factory=list)
     nll: list[float] = field(default_factory=list)  # mean nats per generated token, per sample
@@ -249,6 +254,8 @@ def run_setting(s: Setting, gen: Model, judge: Judge, args, device, context: lis
             steps=s.steps,
             temperature=s.temperature,
             threshold=s.threshold,
+            top_p=s.top_p,
+            top_k=s.top_k,
             block_length=args.block_length if s.process == "mask" else 0,
             seed=args.seed * 1000 + i,
         )
@@ -302,6 +309,8 @@ def main() -> None:
     ap.add_argument(
         "--temperatures", default="0.8", help="comma-separated; every setting at each of them"
     )
+    ap.add_argument("--top-p", default="1", help="comma-separated nucleus sizes to sweep")
+    ap.add_argument("--top-k", default="0", help="comma-separated top-k to sweep (0 = off)")
     ap.add_argument("--prompt", default="", help="fixed prefix (judged as context)")
     ap.add_argument("--thresholds", default="0.9,0.7,0.5,0.3")
     ap.add_argument(
@@ -372,10 +381,13 @@ def main() -> None:
     n = args.length
     thresholds = [float(x) for x in args.thresholds.split(",") if x.strip()]
     temps = [float(x) for x in args.temperatures.split(",") if x.strip()]
+    top_ps = [float(x) for x in args.top_p.split(",") if x.strip()]
+    top_ks = [int(x) for x in args.top_k.split(",") if x.strip()]
     settings = []
     for temp in temps:
         for kind in ["mask", *(["block"] if "block" in models else [])]:
             settings += masked_settings(kind, n, thresholds, temp)
+            settings += nucleus_settings(kind, n, temp, top_ps, top_ks)
     # One warm-up generation per model so the first timed setting does not pay for lazy
     # initialisation.
     for kind in {s.process for s in settings}:
@@ -412,6 +424,8 @@ def main() -> None:
                 "sampler": s.sampler,
                 "setting": s.label,
                 "temperature": s.temperature,
+                "top_p": s.top_p,
+                "top_k": s.top_k,
                 "nfe": nfe,
                 "tokens_per_call": n / nfe,
                 "tokens_per_s": median(s.tokens_per_s),
@@ -537,6 +551,27 @@ def masked_settings(process: str, n: int, thresholds: list[float], temp: float) 
     return out
 
 
+def nucleus_settings(
+    process: str, n: int, temp: float, top_ps: list[float], top_ks: list[int]
+) -> list[Setting]:
+    """low_confidence at one token per call with each (top_p, top_k) but the plain one (which
+    :func:`masked_settings` has already)."""
+    return [
+        Setting(
+            "low_confidence",
+            f"p{p:g} k{k}",
+            steps=n,
+            process=process,
+            temperature=temp,
+            top_p=p,
+            top_k=k,
+        )
+        for p in top_ps
+        for k in top_ks
+        if (p, k) != (1.0, 0)
+    ]
+
+
 def threshold_target(settings: list[Setting]) -> dict | None:
     """The cheapest-enough threshold setting against one-token-per-call low_confidence."""
     thr = [s for s in settings if s.sampler == "threshold"]
@@ -586,6 +621,8 @@ def entropy_matched(settings: list[Setting], ref: dict, n: int) -> dict | None:
         pick = min(fair, key=lambda s: mean_se(s.nll)[0]) if fair else None
         best[kind] = pick and {
             "setting": f"{pick.sampler} {pick.label} T={pick.temperature:g}",
+            "top_p": pick.top_p,
+            "top_k": pick.top_k,
             "gen_nll": mean_se(pick.nll)[0],
             "entropy": mean_se(pick.entropy)[0],
         }

@@ -157,6 +157,8 @@ class SampleConfig:
     block_length: int = 0  # semi-autoregressive blocks; 0 = one block
     threshold: float = 0.9  # confidence needed by the "threshold" sampler
     seed: int = 0
+    top_p: float = 1.0  # nucleus: sample among the likeliest ids holding this much probability
+    top_k: int = 0  # sample among the k likeliest ids; 0 = off
     cache: bool = True  # ar/block: reuse keys/values (False recomputes: benchmarks, tests)
 
 
@@ -349,6 +351,8 @@ def validate(cfg: RunConfig) -> None:
     _check(s.temperature >= 0, "sample.temperature must be >= 0")
     _check(s.block_length >= 0, "sample.block_length must be >= 0")
     _check(0 < s.threshold <= 1, "sample.threshold must be in (0, 1]")
+    _check(0 < s.top_p <= 1, "sample.top_p must be in (0, 1]")
+    _check(s.top_k >= 0, "sample.top_k must be >= 0 (0 = off)")
     _check(isinstance(s.cache, bool), "sample.cache must be true or false")
     if p.kind == "uniform":
         _check(m.time_embedding, "the uniform process needs model.time_embedding = true")
@@ -404,7 +408,7 @@ def validate(cfg: RunConfig) -> None:
 def _preset_seed() -> RunConfig:
     """The seed's system number for number: t drawn independently for every
     sequence, and sampling through all 1000 reverse steps. Where ldlm differs from the seed
-    (x0 target, packed windows, the extra ``<mask>`` id, ...) the README's table says why."""
+    (x0 target, packed windows, the extra ``<mask>`` id, ...) docs/design.md says why."""
     return RunConfig(
         preset="seed",
         model=ModelConfig(
@@ -448,7 +452,7 @@ def _preset_default() -> RunConfig:
 
     At a fixed time budget a small model that sees 4× the tokens beats the seed's dimensions,
     which see few; and at equal CPU time block diffusion ends 0.3 bits/char below full-sequence
-    masking and can write text of any length (the measurements: README, Benchmarks, quality).
+    masking and can write text of any length (the measurements: docs/benchmarks.md, quality).
     A block step costs ~1.5× a masked one, hence fewer steps for the same ten minutes.
     """
     return RunConfig(

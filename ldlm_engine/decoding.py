@@ -39,7 +39,7 @@ import torch
 
 from .config import SampleConfig
 from .errors import ConfigError
-from .sampling import Frame, choose_reveal, gumbel_argmax, transfer_schedule
+from .sampling import Frame, choose_reveal, gumbel_argmax, top_filter, transfer_schedule
 
 WindowSampler = Callable[[torch.Tensor, torch.Tensor, SampleConfig], Iterator[Frame]]
 
@@ -93,10 +93,12 @@ def _share(steps: int, start: int, end: int, n: int) -> int:
 # ---------------------------------------------------------------------------------------- ar
 
 
-def _next_token(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
+def _next_token(logits: torch.Tensor, cfg: SampleConfig, gen: torch.Generator) -> torch.Tensor:
+    temperature = cfg.temperature
     if temperature == 0:
         return logits.argmax()
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    logits = top_filter(logits.double(), cfg.top_k, cfg.top_p, temperature)
+    probs = torch.softmax(logits / temperature, dim=-1)
     return torch.multinomial(probs.float().cpu(), 1, generator=gen)[0].to(logits.device)
 
 
@@ -128,7 +130,7 @@ def autoregressive(
         else:
             pos = torch.tensor([p - anchor], device=dev)
             logits = _logits(model, process, x[p - 1 : p], pos, cache=cache, store=True)[-1]
-        tok = _next_token(logits, cfg.temperature, gen)
+        tok = _next_token(logits, cfg, gen)
         x[p] = tok
         conf = float(torch.softmax(logits.double(), dim=-1)[tok])
         yield Frame(
@@ -158,7 +160,7 @@ def _denoise(logits_fn, block, fixed, n_steps: int, sampler: str, cfg, gen, mask
     conf = torch.where(fixed, 1.0, 0.0).double()
     while bool((block == mask_id).any()):
         logits = logits_fn(block)
-        x0 = gumbel_argmax(logits, cfg.temperature, gen)
+        x0 = gumbel_argmax(logits, cfg.temperature, gen, cfg.top_k, cfg.top_p)
         x0_p = torch.softmax(logits.double(), dim=-1).gather(-1, x0[:, None]).squeeze(-1)
         candidates = block == mask_id
         reveal = choose_reveal(x0_p, candidates, sampler, cfg.threshold, schedule, gen)

@@ -32,6 +32,7 @@ class LoadedRun:
     step: int
     device: torch.device
     note: str = ""  # set when the newest checkpoint was incomplete and an older one loaded
+    live: bool = False  # the weights of a run training in this process, not a checkpoint
 
 
 def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:

@@ -56,7 +56,7 @@ class _RotateHalves(torch.autograd.Function):
 class Rotary(nn.Module):
     """Rotary position embedding (RoPE): rotates query/key channel pairs by angles that grow
     with position, so relative position enters every attention score directly. That is what
-    lets a small bidirectional model leave the unigram plateau quickly (see the README)."""
+    lets a small bidirectional model leave the unigram plateau quickly (see docs/design.md)."""
 
     def __init__(self, head_dim: int, max_len: int):
         super().__init__()

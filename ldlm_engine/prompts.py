@@ -157,6 +157,26 @@ def render_text(tokenizer: Tokenizer, prompt: str, tokens: Sequence[int]) -> str
     return parse_template(tokenizer, prompt, 0).render(tokenizer, tokens)
 
 
+def typed_texts(tokenizer: Tokenizer, prompt: str) -> dict[int, str]:
+    """Position -> the text as typed, for each prompt token the vocabulary cannot show.
+
+    A word the model does not know reaches it as ``<unk>``, but the user typed a word: front
+    ends draw these strings at those positions (positions count from the start of the whole
+    sequence, as in a sampler's frames), so a prompt always reads as typed while it is being
+    continued, as the finished text (:func:`render_text`) does.
+    """
+    out: dict[int, str] = {}
+    pos = 0
+    for piece in parse_template(tokenizer, prompt, 0).pieces:
+        if piece.fixed:
+            ids, spans = tokenizer.encode_with_spans(piece.text)
+            for j, (i, (start, end)) in enumerate(zip(ids.tolist(), spans.tolist(), strict=True)):
+                if i == tokenizer.unk_id:
+                    out[pos + j] = piece.text[start:end]
+        pos += len(piece.ids)
+    return out
+
+
 def unknown_pieces(tokenizer: Tokenizer, prompt: str) -> list[str]:
     """The stretches of ``prompt`` the model cannot see (they reach it as ``<unk>``)."""
     return list(parse_template(tokenizer, prompt, 0).unknown)

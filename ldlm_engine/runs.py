@@ -269,6 +269,12 @@ class RunDir:
             return cls(p)
         if looks_like_path:
             raise RunError(f"no run at {s} (see `ldlm runs list`)")
+        matches = run_names_with_prefix(s, home=home)
+        if len(matches) == 1:  # git-style: a unique prefix names the run
+            return cls(runs_root(home) / matches[0])
+        if matches:
+            shown = ", ".join(matches[:8]) + (", …" if len(matches) > 8 else "")
+            raise RunError(f"run name {s} is ambiguous: it starts {len(matches)} runs ({shown})")
         close = close_run_names(s, home=home)
         hint = f"did you mean {', '.join(close)}?" if close else "see `ldlm runs list`"
         raise RunError(f"no run named {s} ({hint})")
@@ -642,6 +648,22 @@ def resolve_run(name_or_path: str | Path, *, home: Path | None = None) -> RunDir
     return RunDir.open(name_or_path, home=home)
 
 
+def run_names_with_prefix(prefix: str, *, home: Path | None = None) -> list[str]:
+    """Names of runs that start with ``prefix``, sorted; [] when none or unreadable.
+
+    An exact name never gets here (:meth:`RunDir.open` tries it first), so ``tiny`` still
+    opens the run ``tiny`` when ``tiny-2`` exists too.
+    """
+    root = runs_root(home)
+    try:  # only names ldlm could have made: a candidate must print as one plain line
+        names = [n for n in os.listdir(root) if n.startswith(prefix) and NAME_RE.fullmatch(n)]
+    except (OSError, ValueError):
+        return []
+    return sorted(
+        n for n in names if L.is_real_dir(root / n) and L.lexists(root / n / L.CONFIG_FILE)
+    )
+
+
 def close_run_names(name: str, *, home: Path | None = None) -> list[str]:
     """Names of runs that look like ``name`` (a typo), best first; [] when none or unreadable."""
     root = runs_root(home)
@@ -695,5 +717,6 @@ __all__ = [
     "pid_alive",
     "resolve_run",
     "run_info",
+    "run_names_with_prefix",
     "runs_root",
 ]

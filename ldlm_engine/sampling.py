@@ -225,15 +225,49 @@ def _frame(step, nfe, x, masked, changed, conf, fixed, done=False) -> Frame:
     )
 
 
-def gumbel_argmax(logits: torch.Tensor, temperature: float, gen: torch.Generator) -> torch.Tensor:
-    """Sample argmax(logits/T + Gumbel) in float64 (LLaDA's exp(l) / (-log u)^T form).
+def top_filter(
+    logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0, temperature: float = 1.0
+) -> torch.Tensor:
+    """``logits`` with every id outside the top-k and the top-p nucleus set to -inf.
+
+    The one place where the top-k / top-p knobs act; every sampler calls it where logits
+    become a choice. The nucleus is the smallest set of most likely ids whose tempered
+    probability reaches ``top_p`` (the likeliest id is always kept, so a tiny top_p is
+    greedy); ``top_k`` 0 and ``top_p`` 1 leave the logits as they are.
+    """
+    vocab = logits.shape[-1]
+    if not (0 < top_k < vocab) and top_p >= 1.0:
+        return logits
+    logits = logits.double()
+    if 0 < top_k < vocab:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    if top_p < 1.0:
+        t = temperature if temperature > 0 else 1.0
+        ordered, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(ordered / t, dim=-1)
+        before = probs.cumsum(dim=-1) - probs  # probability of the likelier ids
+        ordered = ordered.masked_fill(before >= top_p, -math.inf)
+        logits = torch.full_like(logits, -math.inf).scatter(-1, order, ordered)
+    return logits
+
+
+def gumbel_argmax(
+    logits: torch.Tensor,
+    temperature: float,
+    gen: torch.Generator,
+    top_k: int = 0,
+    top_p: float = 1.0,
+) -> torch.Tensor:
+    """Sample argmax(logits/T + Gumbel) in float64 (LLaDA's exp(l) / (-log u)^T form),
+    among the ids :func:`top_filter` keeps.
 
     float64 matters: in low precision the Gumbel noise of near-tied tokens collapses and
     sampling quality drops. Temperature 0 is plain argmax.
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits.double()
+    logits = top_filter(logits.double(), top_k, top_p, temperature)
     u = torch.rand(logits.shape, generator=gen, dtype=torch.float64).to(logits.device)
     gumbel = logits.exp() / (-torch.log(u.clamp_min(1e-300))) ** temperature
     return gumbel.argmax(dim=-1)
@@ -296,7 +330,7 @@ def _masked(model, process: MaskedProcess, x, fixed, cfg: SampleConfig, sampler:
             logits = process.sampling_logits(model, x, None)[0]
             nfe += 1
             step += 1
-            x0 = gumbel_argmax(logits, cfg.temperature, gen)
+            x0 = gumbel_argmax(logits, cfg.temperature, gen, cfg.top_k, cfg.top_p)
             p = torch.softmax(logits.double(), dim=-1)
             x0_p = p.gather(-1, x0[:, None]).squeeze(-1)
             candidates = (x[0] == mask_id) & in_block
@@ -328,7 +362,9 @@ def _uniform(model, process: UniformProcess, x, fixed, cfg: SampleConfig, gen):
         i = torch.tensor([times[k]], device=x.device)
         s = torch.tensor([times[k + 1]], device=x.device)
         logits = process.sampling_logits(model, x, process.model_time(i))
-        p_x0 = torch.softmax(logits[..., process.allowed.to(x.device)].double() / temp, dim=-1)
+        allowed_logits = logits[..., process.allowed.to(x.device)].double()
+        allowed_logits = top_filter(allowed_logits, cfg.top_k, cfg.top_p, temp)
+        p_x0 = torch.softmax(allowed_logits / temp, dim=-1)
         last = times[k + 1] == 0
         if last and cfg.temperature == 0:
             new_idx = p_x0.argmax(dim=-1)

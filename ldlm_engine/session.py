@@ -18,7 +18,7 @@ from typing import Any
 from .config import SampleConfig
 from .errors import ConfigError
 from .inference import LoadedRun, load_run
-from .prompts import describe_unknown, render_text, repeated_token, unknown_pieces
+from .prompts import describe_unknown, render_text, repeated_token, typed_texts, unknown_pieces
 from .runs import RunDir, resolve_run
 from .sampling import SAMPLERS, Frame, Transcript, generate
 
@@ -29,12 +29,15 @@ class TimedFrame:
 
     ``transcript`` holds the whole sequence so far (prompt included) even when the sampler
     reports only the window it is working on; its lists are updated in place by later
-    frames, so copy what you keep.
+    frames, so copy what you keep. ``typed`` maps the positions of prompt tokens the
+    vocabulary lacks (``<unk>``) to the text the user typed there
+    (:func:`ldlm_engine.prompts.typed_texts`): with the tokens, the frame's display text.
     """
 
     frame: Frame
     elapsed_s: float
     transcript: Transcript
+    typed: dict[int, str] = field(default_factory=dict)
 
     @property
     def tokens(self) -> list[int]:
@@ -72,6 +75,8 @@ class GenerationResult:
     prompt: str
     run: str
     step: int
+    top_p: float = 1.0
+    top_k: int = 0
     notes: list[str] = field(default_factory=list)
     repetitive: bool = False  # the sample collapsed into one repeated token (repeated_token)
 
@@ -85,8 +90,34 @@ class GenerationResult:
         return d
 
 
+@dataclass
+class SeedPolicy:
+    """Which seed the next generation uses: a new one each time, unless the user fixes it.
+
+    With one seed for ever, Enter gave the same text every time (and two prompts on a word
+    model the same continuation); advancing it gives a new sample each time, and the seed a
+    sample used is reported (``GenerationResult.seed``) so ``ldlm generate --seed N``
+    reproduces it. ``ldlm generate`` takes one explicit seed per sample instead.
+    """
+
+    next: int = 0
+    fixed: bool = False
+
+    def take(self) -> int:
+        """The seed for this generation; the next one moves on unless the seed is fixed."""
+        seed = self.next
+        if not self.fixed:
+            self.next = (seed + 1) % 2**63
+        return seed
+
+
 class GenerationSession:
     """Loads runs (cached per checkpoint) and runs generations on them.
+
+    A run training in this process (the app's own) is sampled from its live weights: the
+    trainer copies them between two optimizer steps (``Trainer.snapshot_weights``) and the
+    copy stays here, in the engine, so no tensor ever reaches a UI thread. Any other run,
+    an attached one included, uses its newest checkpoint.
 
     Thread-safe enough for one worker at a time: the app runs one generation per pane.
     """
@@ -95,11 +126,37 @@ class GenerationSession:
         self.device = device
         self.cache_size = cache_size
         self._cache: OrderedDict[str, LoadedRun] = OrderedDict()
+        self.seeds = SeedPolicy()
+        self._live: dict[str, Any] = {}  # run path -> its Trainer in this process
+
+    def set_live(self, run: str | Path | RunDir, trainer: Any | None) -> None:
+        """Sample ``run`` from ``trainer``'s weights as it trains here (None: from checkpoints).
+
+        ``trainer`` is anything with ``snapshot_weights()``, ``step``, ``cfg`` and
+        ``tokenizer`` (a :class:`~ldlm_engine.training.Trainer`).
+        """
+        if isinstance(run, RunDir):
+            path = run.path
+        else:  # a path needs no checks: the run may be gone (a start that failed is removed)
+            path = Path(run) if isinstance(run, Path) else resolve_run(run).path
+        key = str(path.resolve())
+        if trainer is None:
+            self._live.pop(key, None)
+            cached = self._cache.get(key)
+            if cached is not None and cached.live:  # from now on: the final checkpoint
+                del self._cache[key]
+        else:
+            self._live[key] = trainer
 
     def load(self, run: str | Path | RunDir) -> LoadedRun:
         """The run's model at its newest checkpoint; reloaded only when a newer one exists."""
         rd = run if isinstance(run, RunDir) else resolve_run(run)
         key = str(rd.path.resolve())
+        trainer = self._live.get(key)
+        if trainer is not None:
+            loaded = self._load_live(rd, key, trainer)
+            if loaded is not None:
+                return loaded
         cached = self._cache.get(key)
         latest = rd.latest_checkpoint_step()
         if cached is not None and (latest is None or latest == cached.step):
@@ -107,6 +164,34 @@ class GenerationSession:
             return cached
         self._cache.pop(key, None)
         loaded = load_run(rd, device=self.device)
+        self._cache[key] = loaded
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return loaded
+
+    def _load_live(self, rd: RunDir, key: str, trainer: Any) -> LoadedRun | None:
+        """The run at its trainer's current step (cached until the trainer takes a step)."""
+        from .runtime import build_model, resolve_device
+
+        cached = self._cache.get(key)
+        if cached is not None and cached.live and cached.step == trainer.step:
+            self._cache.move_to_end(key)
+            return cached
+        snapshot = trainer.snapshot_weights()
+        if snapshot is None or trainer.tokenizer is None:
+            return None  # not built yet: its checkpoints, if any
+        step, state = snapshot
+        config = trainer.cfg.copy()
+        if cached is not None and cached.live:  # same run: reuse the model, new weights
+            model, process, device = cached.model, cached.process, cached.device
+        else:
+            device = resolve_device(self.device)
+            model, process = build_model(config, trainer.tokenizer)
+            process.to(device)
+        model.load_state_dict(state)
+        model.to(device).eval()
+        loaded = LoadedRun(rd, config, trainer.tokenizer, model, process, step, device, live=True)
+        self._cache.pop(key, None)
         self._cache[key] = loaded
         while len(self._cache) > self.cache_size:
             self._cache.popitem(last=False)
@@ -140,6 +225,7 @@ class GenerationSession:
             loaded.model, loaded.process, loaded.tokenizer, cfg, prompt, device=loaded.device
         )
         transcript = Transcript()
+        typed = typed_texts(loaded.tokenizer, prompt)
         elapsed = 0.0
         try:
             while True:
@@ -149,7 +235,7 @@ class GenerationSession:
                 if frame is None:
                     return
                 transcript.apply(frame)
-                yield TimedFrame(frame, elapsed, transcript)
+                yield TimedFrame(frame, elapsed, transcript, typed)
         finally:
             frames.close()
 
@@ -180,6 +266,8 @@ class GenerationSession:
             total_tokens=len(last.tokens),
             seed=cfg.seed,
             temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            top_k=cfg.top_k,
             prompt=prompt,
             run=loaded.run.name,
             step=loaded.step,

@@ -114,6 +114,9 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
         self.model: DiffusionTransformer | None = None
+        self._snap_lock = threading.Lock()  # live-weight snapshots (snapshot_weights)
+        self._snap_waiting: list[tuple[threading.Event, list]] = []
+        self._in_run = False
         self.load_note = ""
         self.device = resolve_device(self.cfg.train.device)
 
@@ -377,12 +380,47 @@ class Trainer:
         paused_at = time.perf_counter()
         while self._pause.is_set() and not self._stop.is_set():
             time.sleep(0.05)
+            self._serve_snapshots()
             self._poll_external()
             if self.run_dir is not None and self.is_main:
                 self.run_dir.heartbeat(self.step)
         self._t0 += time.perf_counter() - paused_at  # paused time is not training time
         if not self._stop.is_set():
             self._status("resumed")
+
+    # ------------------------------------------------------------------ live weights
+    def snapshot_weights(self, timeout: float = 60.0) -> tuple[int, dict[str, torch.Tensor]] | None:
+        """``(step, a CPU copy of the model's weights)`` taken between two optimizer steps.
+
+        For sampling from a run while it trains in this process (the app's Generate tab):
+        another thread asks and waits; the training loop copies at its next step boundary (at
+        once when it is not training). None before the model exists or when no step boundary
+        comes within ``timeout`` seconds.
+        """
+        done, box = threading.Event(), []
+        with self._snap_lock:
+            if self.model is None:
+                return None
+            if not self._in_run:
+                return self._copy_weights()
+            self._snap_waiting.append((done, box))
+        return box[0] if done.wait(timeout) and box else None
+
+    def _serve_snapshots(self) -> None:
+        """Answer waiting :meth:`snapshot_weights` calls (one list check a step otherwise)."""
+        if not self._snap_waiting:
+            return
+        with self._snap_lock:
+            waiting, self._snap_waiting = self._snap_waiting, []
+            snap = self._copy_weights() if waiting and self.model is not None else None
+        for done, box in waiting:
+            if snap is not None:
+                box.append(snap)
+            done.set()
+
+    def _copy_weights(self) -> tuple[int, dict[str, torch.Tensor]]:
+        state = self.model.state_dict()  # type: ignore[union-attr]
+        return self.step, {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
     def _install_signals(self):
         if not self.handle_signals or threading.current_thread() is not threading.main_thread():
@@ -401,6 +439,8 @@ class Trainer:
         """Train until done or stopped; returns the final state (finished/stopped/failed)."""
         old_handlers = self._install_signals()
         self._t0 = time.perf_counter()
+        with self._snap_lock:
+            self._in_run = True  # from now on the weights change: snapshots wait for a step
         try:
             if self.run_dir is not None and self.is_main:
                 self.run_dir.acquire_lock()
@@ -417,6 +457,9 @@ class Trainer:
                 raise error from None
             raise
         finally:
+            with self._snap_lock:
+                self._in_run = False
+            self._serve_snapshots()
             for sig, h in old_handlers.items():
                 signal.signal(sig, h)
             if self.run_dir is not None and self.is_main:
@@ -447,6 +490,7 @@ class Trainer:
             self._wait_while_paused()
             if self._sync_stop():
                 break
+            self._serve_snapshots()
             lr = lr_at(self.step, t, self.total_steps)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

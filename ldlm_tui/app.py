@@ -430,6 +430,7 @@ class LdlmApp(RunsMixin, App):
         if rd is None or rd.name != msg.run:
             return
         self.train_pane.reset(msg.run, "resuming" if msg.resumed else "starting")
+        self.main_query("#generate-pane").set_live(rd.path, self.trainer)  # type: ignore[attr-defined]
         self._set_current(rd, msg.config)
         for d in msg.history:  # a resumed run's curve so far; the trainer appends to it
             if (m := event_to_message(d, msg.run)) is not None:
@@ -459,6 +460,8 @@ class LdlmApp(RunsMixin, App):
 
     def _trainer_finished(self, run: str, state: str, error: str) -> None:
         self.train_state = state
+        if self.run_dir is not None:  # Generate goes back to the run's checkpoints
+            self.main_query("#generate-pane").set_live(self.run_dir.path, None)  # type: ignore[attr-defined]
         pane = self.train_pane
         pane.set_controls(running=False)
         if error:

@@ -5,14 +5,15 @@
 printed above it on an interactive terminal, or plain one-line-per-event logs otherwise (nohup,
 CI, a detached run's ``train.log``, ``TERM=dumb``)::
 
-    step 120/300 | epoch 0.29 | loss 3.112 | 52,300 tok/s | lr 1.2e-03 | eta 0:00:05
+    step 120/300 | epoch 0.29 | loss 3.112 | 52,300 tok/s | lr 1.2e-03 | eta 5s
     eval step 100 | val ≤ 4.51 bits/char (±0.08)
     sample step 100 | 'the cat sat\\non the mat'
 
 :func:`render_frame` / :func:`render_transcript` (from :mod:`ldlm_tui.render`, shared with the
 app) turn denoising frames into a ``rich.text.Text`` (generated text is never parsed as markup).
 
-This module imports neither torch nor the engine at import time.
+The ETA is the engine's (:class:`ldlm_engine.eta.Eta`), the one the app and ``ldlm runs``
+show. This module imports neither torch nor the engine at import time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from __future__ import annotations
 import math
 import os
 import sys
-import time
 from typing import IO, Any
 
 from rich.console import Console
@@ -77,23 +77,10 @@ def one_line(text: str) -> str:
     return repr(text)
 
 
-class _Eta:
-    """Remaining time from the steps seen by this process (a resumed run restarts the clock)."""
+def _eta() -> Any:
+    from ldlm_engine.eta import Eta  # torch-free, but only when a display is made
 
-    def __init__(self) -> None:
-        self.first: tuple[int, float] | None = None
-
-    def update(self, step: int, total: int, elapsed_s: float) -> float | None:
-        now = time.monotonic()
-        if total <= 0:
-            return None
-        if self.first is None:
-            self.first = (step, now)
-            return elapsed_s / step * (total - step) if step > 0 else None
-        s0, t0 = self.first
-        if step <= s0 or now <= t0:
-            return None
-        return (now - t0) / (step - s0) * (total - step)
+    return Eta()
 
 
 class PlainDisplay:
@@ -101,7 +88,7 @@ class PlainDisplay:
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         self.stream = stream if stream is not None else sys.stdout
-        self.eta = _Eta()
+        self.eta = _eta()
         self.last_status: dict[str, Any] = {}
 
     def print(self, line: str = "") -> None:
@@ -113,13 +100,13 @@ class PlainDisplay:
 
     def __call__(self, event: Any) -> None:
         kind = getattr(event, "event", "")
+        self.eta.add(event)
         if kind == "step":
             total = event.total_steps or 0
-            eta = self.eta.update(event.step, total, event.elapsed_s)
             of = f"/{total}" if total else ""
             self.print(
                 f"step {event.step}{of} | epoch {event.epoch:.2f} | loss {event.loss:.3f} | "
-                f"{event.tokens_per_s:,.0f} tok/s | lr {event.lr:.1e} | eta {format_duration(eta)}"
+                f"{event.tokens_per_s:,.0f} tok/s | lr {event.lr:.1e} | eta {self.eta.text}"
             )
         elif kind == "eval":
             self.print(
@@ -156,9 +143,10 @@ class RichDisplay:
                 yield self.stats
 
         self.console = console or make_console()
-        self.eta = _Eta()
+        self.eta = _eta()
         self.last_status: dict[str, Any] = {}
         self.val = "val –"
+        self.last_step: Any = None
         self.progress = TwoLineProgress(
             TextColumn("train", style="bold"),
             BarColumn(bar_width=None),
@@ -177,19 +165,14 @@ class RichDisplay:
 
     def __call__(self, event: Any) -> None:
         kind = getattr(event, "event", "")
+        self.eta.add(event)
         if kind == "step":
-            total = event.total_steps or None
-            eta = self.eta.update(event.step, event.total_steps or 0, event.elapsed_s)
-            self.progress.stats = Text(
-                f"epoch {event.epoch:.2f} · loss {event.loss:.3f} · {self.val} · "
-                f"{event.tokens_per_s:,.0f} tok/s · lr {event.lr:.1e}"
-            )
-            self.progress.update(
-                self.task, completed=event.step, total=total, eta=f"eta {format_duration(eta)}"
-            )
+            self.last_step = event
+            self._show_stats()
         elif kind == "eval":
             rel = "=" if event.exact else "≤"
             self.val = f"val {rel} {event.val_bits_per_char:.2f} b/c"
+            self._show_stats()  # at once: the line must not keep "val –" after an eval
             line = Text(f"eval step {event.step}  ", style="cyan")
             line.append(
                 format_bound(event.val_bits_per_char, event.stderr_bits_per_char, event.exact)
@@ -209,6 +192,25 @@ class RichDisplay:
             )
             msg = f" · {event.message}" if event.message else ""
             self._log(Text(f"{event.state} at step {event.step}{msg}", style=style))
+            self._show_stats()  # an ended run has no ETA
+
+    def _show_stats(self) -> None:
+        """The statistics line and the bar's ETA, from the latest step and eval."""
+        event = self.last_step
+        if event is None:
+            self.progress.stats = Text(self.val, style="dim")
+            return
+        self.progress.stats = Text(
+            f"epoch {event.epoch:.2f} · loss {event.loss:.3f} · {self.val} · "
+            f"{event.tokens_per_s:,.0f} tok/s · lr {event.lr:.1e}"
+        )
+        eta = self.eta.text
+        self.progress.update(
+            self.task,
+            completed=event.step,
+            total=event.total_steps or None,
+            eta=f"eta {eta}" if self.eta.seconds is not None else "",
+        )
 
     def close(self) -> None:
         self.progress.stop()

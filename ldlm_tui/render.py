@@ -13,7 +13,7 @@ parsed as markup. Only Rich is imported, so the CLI and the Textual app draw the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rich.style import Style
@@ -101,6 +101,7 @@ def render_sequence(
     base: int = 0,
     max_mask_tail: int = MAX_MASK_TAIL,
     note: bool = True,
+    typed: Mapping[int, str] | None = None,
 ) -> Text:
     """The sequence as one styled :class:`Text` (same-style neighbours share a span).
 
@@ -110,6 +111,8 @@ def render_sequence(
     part); masked positions at the end of the drawn part beyond ``max_mask_tail`` are
     summarised the same way. A text drawn in pieces (``start`` at a line start) is drawn
     exactly as the whole; ``note=False`` leaves the note out (a piece in the middle).
+    ``typed`` (absolute position -> text, from the engine's ``TimedFrame.typed``) draws
+    prompt words the vocabulary lacks as typed instead of ``<unk>``.
     """
     n = base + len(tokens)
     stop = n if end is None else max(start, min(end, n))
@@ -129,7 +132,8 @@ def render_sequence(
             piece = MASK_GLYPH
             style = MASK_HIGHLIGHT_STYLE if a in changed_set else MASK_STYLE
         else:
-            piece = texts(tokens[i])
+            shown = typed.get(a) if typed else None
+            piece = texts(tokens[i]) if shown is None else shown.translate(_CONTROL)
             if i < n_fixed and fixed[i]:
                 style = FIXED_STYLE
             else:
@@ -173,7 +177,13 @@ def render_frame(frame: Any, tokenizer: Any, *, texts: TokenTexts | None = None)
     )
 
 
-def render_transcript(transcript: Any, tokenizer: Any, *, texts: TokenTexts | None = None) -> Text:
+def render_transcript(
+    transcript: Any,
+    tokenizer: Any,
+    *,
+    texts: TokenTexts | None = None,
+    typed: Mapping[int, str] | None = None,
+) -> Text:
     """The whole text so far of a :class:`ldlm_engine.sampling.Transcript` fed every frame.
 
     Drawn up to the end of the latest frame's window: what a left-to-right sampler has not
@@ -195,6 +205,7 @@ def render_transcript(transcript: Any, tokenizer: Any, *, texts: TokenTexts | No
         changed,
         texts,
         end=end,
+        typed=typed,
     )
 
 

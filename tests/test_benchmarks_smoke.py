@@ -24,7 +24,8 @@ def commands(corpus: Path) -> dict[str, list[str]]:
         "sampling": [
             "sampling.py", "--data", c, "--train-steps", "3", "--batch", "4", "--d-model", "32",
             "--layers", "1", "--length", "16",
-            "--num", "1", "--thresholds", "0.5", "--threads", "1", "--json",
+            "--num", "1", "--thresholds", "0.5", "--top-p", "1,0.9", "--top-k", "0,1",
+            "--threads", "1", "--json",
         ],
         "generation_speed": [
             "generation_speed.py", "--data", c, "--lengths", "32,64", "--uncached-max", "32",
@@ -89,6 +90,10 @@ def test_sampling_benchmark_runs(results):
     for r in d["rows"]:
         assert r["nfe"] >= 1 and r["tokens_per_s"] > 0 and r["gen_nll"] > 0
     assert d["rows"][0]["nfe"] == 16  # one token per model call
+    swept = {(r["process"], r["top_p"], r["top_k"]) for r in d["rows"] if r["setting"][0] == "p"}
+    assert swept == {(m, p, k) for m in ("mask", "block") for p, k in ((1, 1), (0.9, 0), (0.9, 1))}
+    for r in d["rows"]:
+        assert r["unigram_entropy_bits"] >= 0
     assert {r["temperature"] for r in d["rows"]} == {0.8}  # the engine's default
     verdicts = d["parallel_targets"]
     assert set(verdicts) == {"mask T=0.8", "block T=0.8"}

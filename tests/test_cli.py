@@ -34,7 +34,7 @@ from conftest import (
 
 STEP_LINE = re.compile(
     r"^step (\d+)/(\d+) \| epoch \d+\.\d\d \| loss \d+\.\d{3} \| [\d,]+ tok/s \| "
-    r"lr \d\.\de[-+]\d\d \| eta \d+:\d\d:\d\d$"
+    r"lr \d\.\de[-+]\d\d \| eta (\d+h\d\dm|\d+m\d\ds|\d+s|-)$"
 )
 EVAL_LINE = re.compile(r"^eval step (\d+) \| val ≤ \d+\.\d\d bits/char \(±\d+\.\d\d\)")
 SAMPLE_LINE = re.compile(r"^sample step (\d+) \| '.*'$")

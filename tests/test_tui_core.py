@@ -286,7 +286,7 @@ async def test_generate_follows_the_run_trained_here(home, capsys, corpus_file):
 
 async def test_a_mistyped_run_name_gets_a_suggestion(home):
     fake_run("shakespeare-small")
-    app = LdlmApp(watch="shakespeare-smal")
+    app = LdlmApp(watch="shakespear-small")  # (a prefix, "shakespeare-sm", would open it)
     async with app.run_test(size=(80, 24)) as pilot:
         await pilot.pause()
         assert "did you mean shakespeare-small?" in errors(app)[-1]

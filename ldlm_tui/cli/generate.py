@@ -31,6 +31,7 @@ Examples:
   ldlm generate my-run --prompt "The [MASK*12] sat on the mat."     (infill)
   ldlm generate my-run --sampler threshold --threshold 0.8 --json
   ldlm generate my-run --num 3 --seed 7 --json
+  ldlm generate my-run --top-p 0.9 --top-k 40
 
 Infilling: in the prompt, [MASK] marks one token to generate and [MASK*N] marks N; the rest
 is kept as context and --length is ignored. Without markers the prompt is a prefix and
@@ -61,6 +62,14 @@ def generate(
     threshold: float | None = typer.Option(
         None, "--threshold", help="Confidence for the threshold sampler."
     ),
+    top_p: float | None = typer.Option(
+        None,
+        "--top-p",
+        help="Nucleus: sample among the likeliest tokens holding this mass (1 = off).",
+    ),
+    top_k: int | None = typer.Option(
+        None, "--top-k", help="Sample among the k likeliest tokens (0 = off)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
     num: int = typer.Option(1, "--num", help="Number of samples."),
     cache: bool | None = typer.Option(
@@ -88,6 +97,8 @@ def generate(
         temperature=temperature,
         block_length=block_length,
         threshold=threshold,
+        top_p=top_p,
+        top_k=top_k,
         seed=seed,
         cache=cache,
     )
@@ -140,13 +151,16 @@ def _generate_one(session: Any, loaded: Any, sc: Any, prompt: str, *, animate: b
     last_draw = 0.0
     transcript = Transcript()
     texts = TokenTexts(loaded.tokenizer)
+    typed: dict[int, str] = {}
 
     def draw(tf: Any) -> None:
-        nonlocal last_draw
+        nonlocal last_draw, typed
+        typed = tf.typed
         transcript.apply(tf.frame)  # every frame: a window-only frame updates its part
         now = time.perf_counter()
         if tf.frame.done or now - last_draw >= 1 / 30:
-            live.update(Tail(render_transcript(transcript, None, texts=texts)), refresh=True)
+            shown = render_transcript(transcript, None, texts=texts, typed=typed)
+            live.update(Tail(shown), refresh=True)
             last_draw = now
             time.sleep(0.01)  # so the eye can follow a fast sampler
 
@@ -155,7 +169,7 @@ def _generate_one(session: Any, loaded: Any, sc: Any, prompt: str, *, animate: b
     finally:
         live.stop()
         if transcript.last is not None:
-            console.print(render_transcript(transcript, None, texts=texts))
+            console.print(render_transcript(transcript, None, texts=texts, typed=typed))
 
 
 # --------------------------------------------------------------------------- eval

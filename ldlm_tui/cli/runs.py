@@ -30,6 +30,19 @@ from .common import (
 # --------------------------------------------------------------------------- runs
 
 
+def _eta(info: Any) -> str:
+    """The engine's ETA of a live run ("" for any other: an ended run has none)."""
+    if info.state != "live":
+        return ""
+    from ldlm_engine.eta import run_eta
+
+    return _eta_text(run_eta(_engine().RunDir(info.path), info.state))
+
+
+def _eta_text(eta: Any) -> str:
+    return eta.text if eta.seconds is not None else ""
+
+
 def _run_row(info: Any) -> dict[str, Any]:
     return {
         "name": info.name,
@@ -42,6 +55,7 @@ def _run_row(info: Any) -> dict[str, Any]:
         "created": info.created,
         "updated": info.last_update,
         "reason": info.reason,
+        "eta": _eta(info),
     }
 
 
@@ -58,12 +72,13 @@ def runs_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON 
     if not infos:
         _out(f"no runs under {E.ldlm_home() / 'runs'}; start one with `ldlm train`")
         return
-    header = ("NAME", "STATE", "STEP", "BEST VAL b/c", "PRESET", "PROCESS", "UPDATED")
+    header = ("NAME", "STATE", "STEP", "ETA", "BEST VAL b/c", "PRESET", "PROCESS", "UPDATED")
     rows = [  # every string from a run folder with its control characters shown
         (
             visible(i.name),
             visible(i.state),
             f"{i.step:,}",
+            _eta(i),
             _val_str(i.best_val_bits_per_char, i.process == "ar"),
             visible(i.preset),
             visible(i.process),
@@ -77,7 +92,8 @@ def runs_list(json_out: bool = typer.Option(False, "--json", help="Print a JSON 
 
         table = Table(box=None, header_style="bold", pad_edge=False)
         for h in header:
-            table.add_column(h, justify="right" if h in ("STEP", "BEST VAL b/c") else "left")
+            right = h in ("STEP", "ETA", "BEST VAL b/c")
+            table.add_column(h, justify="right" if right else "left")
         colours = {
             "live": "green",
             "failed": "red",
@@ -121,6 +137,9 @@ def runs_show(
     for e in rd.read_metrics():
         last[str(e.get("event"))] = e
     ckpts = rd.checkpoint_steps()
+    from ldlm_engine.eta import run_eta
+
+    eta = _eta_text(run_eta(rd, state))
     if json_out:
         _dump_json(
             {
@@ -135,6 +154,7 @@ def runs_show(
                 "last_sample": last.get("sample"),
                 "checkpoints": ckpts,
                 "last_checkpoint": rd.latest_checkpoint_step(),
+                "eta": eta,
             }
         )
         return
@@ -147,6 +167,8 @@ def runs_show(
     line = f"state      {state} · step {status.get('step', summary.get('step', 0)):,}"
     if state == "live":
         line += f" · pid {status.get('pid', '?')} on {status.get('host', '?')}"
+    if eta:
+        line += f" · ETA {eta}"
     say(line)
     if status.get("message"):
         say(f"status     {status.get('state')}: {_one_line(status['message'])}")

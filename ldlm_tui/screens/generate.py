@@ -31,7 +31,7 @@ from textual.containers import Horizontal
 from textual.message import Message
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from ldlm_engine import MASK_MARKER, ConfigError, LdlmError, RunConfig, SampleConfig
@@ -67,9 +67,20 @@ FIELDS: tuple[tuple[str, str, str, str], ...] = (
     ),
     ("block_length", "block", "integer", "Semi-autoregressive blocks (0 = one block)."),
     ("threshold", "threshold", "number", "Confidence to reveal a token (threshold sampler)."),
-    ("seed", "seed", "integer", "Random seed: the same seed and settings give the same text."),
-)
+    ("top_p", "top-p", "number", "Nucleus: sample among the likeliest tokens holding this "
+     "much probability (1 = off)."),
+    ("top_k", "top-k", "integer", "Sample among the k likeliest tokens (0 = off)."),
+    (
+        "seed",
+        "seed",
+        "integer",
+        "The next generation's seed: it moves on after each one unless 'fixed' is ticked. "
+        "The same seed and settings give the same text (ldlm generate --seed N).",
+    ),
+)  # fmt: skip
 ROW_1 = ("steps", "length", "temperature")
+ROW_2 = ("block_length", "threshold", "top_p", "top_k")
+FIXED_TIP = "Keep the seed: every generation uses the one in the seed field."
 SAMPLER_TIP = "How tokens are chosen (the first is the process's natural sampler)."
 
 
@@ -89,11 +100,19 @@ class _RunLoaded(_GenMessage):
 class _FramesReady(_GenMessage):
     """A batch of frames (plain dataclasses of lists) with their model time so far."""
 
-    def __init__(self, gen_id: int, frames: list[Any], times: list[float], tokenizer: Any):
+    def __init__(
+        self,
+        gen_id: int,
+        frames: list[Any],
+        times: list[float],
+        tokenizer: Any,
+        typed: dict[int, str],
+    ):
         super().__init__(gen_id)
         self.frames = frames
         self.times = times
         self.tokenizer = tokenizer
+        self.typed = typed  # prompt words to draw as typed (plain data from the engine)
 
 
 class _GenDone(_GenMessage):
@@ -195,6 +214,14 @@ class GeneratePane(Widget):
     GeneratePane .num {
         width: 7;
     }
+    GeneratePane #gen-fixed-seed {
+        margin-left: 2;
+    }
+    GeneratePane #gen-seed-used {
+        width: 1fr;
+        margin-left: 2;
+        color: $text-muted;
+    }
     GeneratePane #gen-status {
         height: 1;
         width: 1fr;
@@ -246,6 +273,9 @@ class GeneratePane(Widget):
         self._replay_timer: Timer | None = None
         self._replay_stride = 1
         self._gen_lock = threading.Lock()
+        self.live_run: str | None = None  # the path of the run training in this app
+        self._pending_seed: int | None = None
+        self._shown_seed: int | None = None
         if run is not None:
             self.set_run(run)
         else:
@@ -290,8 +320,13 @@ class GeneratePane(Widget):
             yield select
             yield from self._fields(defaults, ROW_1)
         with Horizontal(classes="gen-row", id="gen-row-2"):
-            rest = tuple(f[0] for f in FIELDS if f[0] not in ROW_1)
-            yield from self._fields(defaults, rest, first=True)
+            yield from self._fields(defaults, ROW_2, first=True)
+        with Horizontal(classes="gen-row", id="gen-row-3"):
+            yield from self._fields(defaults, ("seed",), first=True)
+            fixed = Checkbox("fixed", False, id="gen-fixed-seed", compact=True)
+            fixed.tooltip = FIXED_TIP
+            yield fixed
+            yield Static(self._seed_text(), id="gen-seed-used")
         yield Static(self._status_text(), id="gen-status")
         yield DenoiseView(id="gen-view")
 
@@ -322,6 +357,8 @@ class GeneratePane(Widget):
             "temperature": f"{s.temperature:g}",
             "block_length": str(s.block_length),
             "threshold": f"{s.threshold:g}",
+            "top_p": f"{s.top_p:g}",
+            "top_k": str(s.top_k),
             "seed": str(s.seed),
         }
 
@@ -370,13 +407,42 @@ class GeneratePane(Widget):
             return
         self._run_config = cfg
         self._process_kind = cfg.process.kind
-        ck = f"checkpoint step {step}" if step is not None else "no checkpoint yet"
+        if self.live_run is not None and self.live_run == str(rd.path.resolve()):
+            ck = "training here: samples its live weights"
+        else:
+            ck = f"checkpoint step {step}" if step is not None else "no checkpoint yet"
         self._run_label = (
             f"run {rd.name} · {cfg.process.kind} process · {ck} · seq_len {cfg.model.seq_len}"
         )
         self._update_run_label()
         if changed and self.is_mounted:
             self._apply_defaults()
+
+    @property
+    def shown_seed(self) -> int | None:
+        """The seed of the sample on screen (None before the first generation)."""
+        return self._shown_seed
+
+    def _seed_text(self) -> Text:
+        seed = self.shown_seed
+        if seed is None:
+            return Text("")
+        return Text(f"this sample: seed {seed}", no_wrap=True, overflow="ellipsis")
+
+    def _update_seed(self) -> None:
+        if self.is_mounted:
+            self.query_one("#gen-seed-used", Static).update(self._seed_text())
+
+    def set_live(self, run_path: Any, trainer: Any | None) -> None:
+        """``run_path`` trains in this app (``trainer``; None when it stops): generate from
+        its live weights, which the engine's session snapshots between optimizer steps."""
+        from pathlib import Path
+
+        self.session.set_live(Path(run_path), trainer)
+        path = str(Path(run_path).resolve())
+        self.live_run = path if trainer is not None else None
+        if self.run is not None:
+            self.set_run(self.run)  # the label says where the weights come from
 
     def _update_run_label(self) -> None:
         if self.is_mounted:
@@ -409,8 +475,12 @@ class GeneratePane(Widget):
             "threshold": _parse_float(
                 "threshold", self._value("threshold"), 0.0, 1.0, lo_open=True
             ),
-            "seed": _parse_int("seed", self._value("seed")),
+            "top_p": _parse_float("top-p", self._value("top_p"), 0.0, 1.0, lo_open=True),
+            "top_k": _parse_int("top-k", self._value("top_k"), minimum=0),
+            "seed": _parse_int("seed", self._value("seed"), minimum=0),
         }
+        if overrides["seed"] >= 2**63:
+            raise ConfigError(f"seed must be below 2**63, got {overrides['seed']}")
         return prompt, overrides
 
     def generate(self, prompt: str | None = None) -> bool:
@@ -430,6 +500,11 @@ class GeneratePane(Widget):
         except LdlmError as e:
             self._error(_one_line(e))
             return False
+        seeds = self.session.seeds  # the engine's policy: a new seed per generation unless fixed
+        seeds.next = overrides["seed"]
+        seeds.fixed = self.query_one("#gen-fixed-seed", Checkbox).value
+        overrides["seed"] = self._pending_seed = seeds.take()
+        self.query_one("#gen-seed", Input).value = str(seeds.next)
         self._gen_id += 1
         self._pending = FrameHistory()
         self.generating = True
@@ -459,9 +534,10 @@ class GeneratePane(Widget):
             session = self.session
             loaded = session.load(run)
             mcfg = loaded.config.model
+            weights = "live weights" if loaded.live else "checkpoint"
             label = (
-                f"run {loaded.run.name} · step {loaded.step} · {loaded.process.kind} process · "
-                f"{loaded.device.type} · seq_len {mcfg.seq_len}"
+                f"run {loaded.run.name} · {weights} step {loaded.step} · "
+                f"{loaded.process.kind} process · {loaded.device.type} · seq_len {mcfg.seq_len}"
             )
             self.post_message(_RunLoaded(gen_id, label, loaded.process.kind))
             if overrides.get("length") is None and loaded.process.kind in ("mask", "uniform"):
@@ -484,12 +560,14 @@ class GeneratePane(Widget):
                     times.append(tf.elapsed_s)
                     now = time.perf_counter()
                     if tf.frame.done or now - last_post >= REDRAW_INTERVAL_S:
-                        self.post_message(_FramesReady(gen_id, frames, times, loaded.tokenizer))
+                        ready = _FramesReady(gen_id, frames, times, loaded.tokenizer, tf.typed)
+                        self.post_message(ready)
                         frames, times, last_post = [], [], now
             finally:
                 stream.close()
-            if frames:
-                self.post_message(_FramesReady(gen_id, frames, times, loaded.tokenizer))
+            if frames and last is not None:
+                ready = _FramesReady(gen_id, frames, times, loaded.tokenizer, last.typed)
+                self.post_message(ready)
             if last is not None and not worker.is_cancelled:
                 self.post_message(_GenDone(gen_id, session.result(loaded, cfg, prompt, last)))
         except Exception as e:  # engine errors (and anything unexpected) go to the status line
@@ -521,8 +599,11 @@ class GeneratePane(Widget):
             self.result = None
             self.position = -1
             self._live = True
+            self._shown_seed = self._pending_seed
+            self._update_seed()
             self.view.follow()
         self.tokenizer = message.tokenizer
+        self.view.typed = message.typed
         for frame, t in zip(message.frames, message.times, strict=True):
             self.frames.append(frame, t)
         if self._live:
@@ -604,7 +685,10 @@ class GeneratePane(Widget):
         self._gen_id += 1  # anything still in flight is now stale
         self.generating = False
         self._pending = None
+        self._shown_seed = None
+        self._update_seed()
         self.tokenizer = tokenizer
+        self.view.typed = {}
         self.frames = FrameHistory()
         for i, f in enumerate(frames):
             self.frames.append(f, times[i] if times is not None and i < len(times) else 0.0)

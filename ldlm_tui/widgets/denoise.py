@@ -109,6 +109,7 @@ class DenoiseView(VerticalScroll, inherit_bindings=False):
         self._follow = True
         self._chunks: list[tuple[int, int, Text, bool, Static]] = []  # start, end, text, cut
         self._chunk_key: object = None
+        self.typed: dict[int, str] = {}  # prompt words drawn as typed (TimedFrame.typed)
         self.border_title = legend()
 
     @property
@@ -211,7 +212,7 @@ class DenoiseView(VerticalScroll, inherit_bindings=False):
                 cut = hi
             args = (part.tokens, part.masked, part.confidence, part.fixed, ())
             text = render_sequence(
-                *args, texts, start=sealed, end=cut, base=part.offset, note=False
+                *args, texts, start=sealed, end=cut, base=part.offset, note=False, typed=self.typed
             )
             newline = text.plain.endswith("\n")
             if newline:
@@ -275,6 +276,7 @@ class DenoiseView(VerticalScroll, inherit_bindings=False):
                 end=end,
                 start=start,
                 base=getattr(frame, "offset", 0),
+                typed=self.typed,
             )
             shown = length if length is not None and length > 256 else None
             self._status = frame_status(frame, length=shown, **kw)

@@ -13,21 +13,11 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from ldlm_engine.eta import Eta
+
 # Live numbers repaint twice a second: each repaint holds the GIL the trainer thread needs, and
 # a faster counter is not easier to read.
 REFRESH_S = 0.5
-
-
-def fmt_duration(seconds: float | None) -> str:
-    """``1h02m``, ``3m05s``, ``12s``; ``-`` when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return "-"
-    s = int(seconds)
-    if s >= 3600:
-        return f"{s // 3600}h{(s % 3600) // 60:02d}m"
-    if s >= 60:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s}s"
 
 
 def fmt_rate(x: float) -> str:
@@ -59,7 +49,7 @@ class TrainStats(Static):
         self.val_bpc: float | None = None
         self.val_exact = False
         self.tokens_per_s = 0.0
-        self.eta_s: float | None = None
+        self.eta = Eta()  # the engine's: the same ETA as the CLI and `ldlm runs`
         self.lr: float | None = None
         self.device = "-"
         self.peak_mem_mb = 0.0
@@ -71,6 +61,7 @@ class TrainStats(Static):
 
     def set_state(self, state: str, message: str = "") -> None:
         self.state = state
+        self.eta.set_state(state)
         if message:
             self.message = message
             if message.startswith("device "):
@@ -82,8 +73,7 @@ class TrainStats(Static):
         self.tokens_per_s, self.peak_mem_mb = tokens_per_s, mem
         if total:
             self.total = total
-        if self.total and step and elapsed_s > 0:
-            self.eta_s = max(0, self.total - step) * elapsed_s / step
+        self.eta.add_step(step, elapsed_s, total)
         self.dirty = True
 
     def update_eval(self, val_bpc: float, exact: bool) -> None:
@@ -112,7 +102,7 @@ class TrainStats(Static):
             ("loss", num(self.loss, ".4f")),
             ("val b/c", val),
             ("tok/s", fmt_rate(self.tokens_per_s) if self.tokens_per_s else "-"),
-            ("ETA", fmt_duration(self.eta_s)),
+            ("ETA", self.eta.text),
             ("lr", num(self.lr, ".2e")),
             ("device", self.device),
             ("mem", mem),
