@@ -598,6 +598,23 @@ def training_phases(cfg: RunConfig, total_steps: int) -> str:
     return training_phase(cfg, total_steps, total_steps)
 
 
+def describe_phase(config: dict[str, Any], step: int, total_steps: int) -> str:
+    """One line for ``runs show`` and the app: the phase now, the plan when it has several,
+    and the run it started from ("" for a config that does not load)."""
+    try:
+        cfg = RunConfig.from_dict(config)
+    except ConfigError:
+        return ""
+    total = max(1, int(total_steps or cfg.train.max_steps or 1))
+    line = training_phase(cfg, min(step, total - 1) if step < total else step, total)
+    plan = training_phases(cfg, total)
+    if plan != line:
+        line += f" (plan: {plan})"
+    if cfg.train.init_from:
+        line += f" · started from {Path(cfg.train.init_from).name} at step {cfg.train.init_step}"
+    return line
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a TOML or JSON settings file into a nested dict."""
     p = Path(path)

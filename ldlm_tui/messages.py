@@ -15,6 +15,8 @@ from typing import Any
 
 from textual.message import Message
 
+from ldlm_engine.safe_text import visible
+
 MAX_SAMPLE_CHARS = 2000
 
 
@@ -49,8 +51,10 @@ class TrainStep(TrainMessage):
         elapsed_s: float = 0.0,
         total_steps: int = 0,
         peak_mem_mb: float = 0.0,
+        phase: str = "",
     ) -> None:
         super().__init__(run, step)
+        self.phase = phase
         self.loss = loss
         self.lr = lr
         self.tokens_per_s = tokens_per_s
@@ -193,6 +197,7 @@ def event_to_message(d: dict[str, Any], run: str) -> TrainMessage | None:
             elapsed_s=_num(d, "elapsed_s"),
             total_steps=int(_num(d, "total_steps")),
             peak_mem_mb=_num(d, "peak_mem_mb"),
+            phase=_text(d.get("phase")),
         )
     if kind == "eval":
         val_loss = _num(d, "val_loss", math.nan)
@@ -214,3 +219,8 @@ def event_to_message(d: dict[str, Any], run: str) -> TrainMessage | None:
             run, step, state=str(d.get("state", ""))[:20], message=str(d.get("message", ""))[:200]
         )
     return None
+
+
+def _text(value: object, limit: int = 40) -> str:
+    """A short display string from a metrics field (anything else: empty)."""
+    return visible(value[:limit]) if isinstance(value, str) else ""

@@ -245,6 +245,8 @@ def test_init_from_an_ar_run_through_the_cli(home, corpus_file):
     assert cfg["train"]["init_from"] == str(home / "runs" / "base")
     assert cfg["train"]["init_step"] == 40
     assert cfg["process"]["kind"] == "block" and cfg["process"]["ar_phase"] == 0.0
+    shown = run_ldlm("runs", "show", "adapt", home=home)
+    assert "phase      block 4 · started from base at step 40" in shown.stdout, shown.stdout
     status = json.loads((home / "runs" / "adapt" / "status.json").read_text())
     assert status["state"] == "finished"
     metrics = (home / "runs" / "adapt" / "metrics.jsonl").read_text()
@@ -283,3 +285,31 @@ def test_init_from_starts_from_the_source_weights(home):
     got = tr.model.state_dict()
     assert all(torch.equal(got[k], want[k]) for k in want)
     assert RunConfig.from_dict(plan.config.to_dict()).train.init_from == str(rd.path)
+
+
+def test_the_train_pane_says_which_phase_a_run_is_in():
+    """The phase of each logged step reaches the app's statistics as the trainer named it."""
+    import io
+
+    from rich.console import Console
+
+    from ldlm_tui.messages import event_to_message
+    from ldlm_tui.widgets.stats import TrainStats
+
+    cfg = adapt_process(tiny_config("mask", max_steps=6, log_every=1), "block")
+    cfg.process.block_size, cfg.process.block_shift, cfg.process.ar_phase = 8, True, 0.5
+    _, _, events, _ = train(cfg.validate(), name="phases")
+    steps = [e for e in events if e.event == "step"]
+    assert [e.phase for e in steps] == ["ar"] * 3 + ["block 8"] * 3
+    shown = []
+    stats = TrainStats()
+    for e in steps:
+        msg = event_to_message(e.to_dict(), "phases")
+        stats.update_step(
+            msg.step, msg.total_steps, msg.loss, msg.lr, msg.tokens_per_s, msg.epoch,
+            msg.elapsed_s, msg.peak_mem_mb, msg.phase,
+        )  # fmt: skip
+        console = Console(file=io.StringIO(), width=120, color_system=None)
+        console.print(stats.render_stats())
+        shown.append(console.file.getvalue().splitlines()[0])
+    assert "phase ar" in shown[0] and "phase block 8" in shown[-1]

@@ -193,6 +193,15 @@ def runs_show(
         f"{t.get('precision')} · device {t.get('device')}"
     )
     say(f"data       {d.get('source')}")
+    step_event = last.get("step") or {}
+    try:
+        phase = config_module.describe_phase(
+            config, int(step_event.get("step") or 0), int(step_event.get("total_steps") or 0)
+        )
+    except (TypeError, ValueError, OverflowError):  # a damaged step line: no phase to show
+        phase = ""
+    if phase:
+        say(f"phase      {phase}")
     if "step" in last:
         e = last["step"]
         say(

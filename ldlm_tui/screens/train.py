@@ -396,6 +396,7 @@ class TrainPane(Vertical):
                 msg.epoch,
                 msg.elapsed_s,
                 msg.peak_mem_mb,
+                msg.phase,
             )
             if msg.total_steps:
                 self._progress = (msg.total_steps, msg.step)

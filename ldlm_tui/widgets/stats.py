@@ -42,6 +42,7 @@ class TrainStats(Static):
         self.run = run
         self.state = state
         self.message = ""
+        self.phase = ""
         self.step = 0
         self.total = 0
         self.epoch = 0.0
@@ -68,7 +69,10 @@ class TrainStats(Static):
                 self.device = message.split(",")[0].removeprefix("device ").strip()
         self.dirty = True
 
-    def update_step(self, step, total, loss, lr, tokens_per_s, epoch, elapsed_s, mem) -> None:
+    def update_step(
+        self, step, total, loss, lr, tokens_per_s, epoch, elapsed_s, mem, phase: str = ""
+    ) -> None:
+        self.phase = phase
         self.step, self.loss, self.lr, self.epoch = step, loss, lr, epoch
         self.tokens_per_s, self.peak_mem_mb = tokens_per_s, mem
         if total:
@@ -117,6 +121,8 @@ class TrainStats(Static):
                 row += [label, Text(value)]
             table.add_row(*row)
         state = Text.assemble(("state ", "dim"), (self.state, "bold"), no_wrap=True)
+        if self.phase:  # what the run is learning now: "ar", "block 8"
+            state.append_text(Text.assemble(("  phase ", "dim"), self.phase))
         if self.run:
             state.append_text(Text.assemble(("  run ", "dim"), self.run))
         state.overflow = "ellipsis"
