@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
 from textual import events, on
@@ -36,7 +36,6 @@ from ldlm_engine import (
     ConfigError,
     LdlmError,
     RunDir,
-    Trainer,
     discard_unstarted_run,
     plan_resume,
     plan_run,
@@ -66,6 +65,9 @@ from .screens.help import (
 from .screens.runs import RunsPane
 from .screens.train import TrainPane
 from .widgets.loss_chart import LossChart
+
+if TYPE_CHECKING:  # torch: `ldlm watch` and the idle app open without importing it
+    from ldlm_engine import Trainer
 
 MAX_MESSAGES = 200
 # Below this the form, chart and footer cannot all be drawn: the app says so instead.

@@ -41,9 +41,10 @@ SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """Smoothing factors ``[`` / ``]`` step through (0 = raw)."""
 DEFAULT_SMOOTHING = 0.9
 REDRAW_S = 1.0  # plotext rebuilds the whole figure: once a second is live enough for a curve
-MAX_POINTS = 400  # per series after downsampling; a terminal has fewer columns than this
+POINTS_PER_COLUMN = 2  # per series after downsampling: a braille cell is 2 dots wide
 MAXIMIZED_CLASS = "chart-maximized"
 MIN_WIDTH, MIN_HEIGHT = 20, 5  # below this plotext has no room for axes: a note instead
+XLABEL_HEIGHT = 12
 LEGEND_HEIGHT = 10  # a shorter chart keeps its rows for the curves (the legend covers them)
 
 
@@ -235,12 +236,13 @@ def _short(v: Any) -> str:
     return s if len(s) <= 14 else s[:6] + "…" + s[-6:]
 
 
-def _thin(xs: list[float], ys: list[float], limit: int = MAX_POINTS):
-    """Every k-th point (plus the last) so plotting stays cheap on long runs."""
+def _thin(xs: Sequence[float], ys: Sequence[float], limit: int) -> tuple[list, list]:
+    """Every k-th point (plus the last), at most about ``limit``: a redraw of a long run costs
+    the UI thread what a terminal can show, not what the run has logged."""
     if len(xs) <= limit:
-        return xs, ys
-    k = math.ceil(len(xs) / limit)
-    return xs[::k] + xs[-1:], ys[::k] + ys[-1:]
+        return list(xs), list(ys)
+    k = math.ceil(len(xs) / max(1, limit))
+    return list(xs[::k]) + list(xs[-1:]), list(ys[::k]) + list(ys[-1:])
 
 
 # --------------------------------------------------------------------------- the widget
@@ -398,19 +400,23 @@ class LossChart(PlotextPlot):
                 title = full
                 break
         plt.title(title)
-        plt.xlabel("step")
+        if self.size.height >= XLABEL_HEIGHT:  # else the tick numbers say it: a row for data
+            plt.xlabel("step")
         # Log scale: only positive losses have a logarithm (plotext raises on the others).
         floor = 0.0 if self.log_scale else -math.inf
         shown: list[list[float]] = []
         latest: list[float] = []
         xs_all: list[float] = []
 
+        limit = POINTS_PER_COLUMN * width
+
         def draw(kind: str, xs: Sequence[float], ys: Sequence[float], label: str, marker: str):
-            pts = [(x, y) for x, y in zip(xs, ys, strict=False) if math.isfinite(y) and y > floor]
+            tx, ty = _thin(xs, ys, limit)
+            pts = [(x, y) for x, y in zip(tx, ty, strict=False) if math.isfinite(y) and y > floor]
             if not pts:
                 return
             px, py = [p[0] for p in pts], [p[1] for p in pts]
-            getattr(plt, kind)(*_thin(px, py), label=label if legend else None, marker=marker)
+            getattr(plt, kind)(px, py, label=label if legend else None, marker=marker)
             shown.append(py)
             latest.append(py[-1])
             xs_all.extend((px[0], px[-1]))
