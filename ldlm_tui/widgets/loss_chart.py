@@ -273,6 +273,7 @@ class LossChart(PlotextPlot):
         self.title = "loss"
         self.dirty = True
         self._smoother = Smoother()  # the train losses' running sums
+        self.draw_error = ""  # what plotext raised at the last frame ("" = drawn as asked)
 
     def on_mount(self) -> None:
         super().on_mount()
@@ -379,14 +380,15 @@ class LossChart(PlotextPlot):
         width, height = self.size.width, self.size.height
         if width < MIN_WIDTH or height < MIN_HEIGHT:
             return Text("chart: too small", style="dim", no_wrap=True, overflow="ellipsis")
-        error: Exception | None = None
+        self.draw_error = ""
         for legend in (True, False):  # plotext's legend is its most fragile part
             try:
                 self._compose_figure(width, legend=legend and height >= LEGEND_HEIGHT)
                 return super().render()
             except Exception as e:  # a chart must never take the app down
-                error = e
-        return Text(f"loss chart cannot be drawn here ({type(error).__name__})", style="dim")
+                self.draw_error = self.draw_error or f"{type(e).__name__}: {e}"
+        kind = self.draw_error.split(":", 1)[0]
+        return Text(f"loss chart cannot be drawn here ({kind})", style="dim")
 
     def _compose_figure(self, width: int, *, legend: bool = True) -> None:
         """Issue every plotext command for the current data (plotext draws it at build)."""
@@ -396,7 +398,7 @@ class LossChart(PlotextPlot):
         title = "compare" if self.compare else self.title
         scale = "log" if self.log_scale else "linear"
         for full in (f"{title} ({scale}, smoothing {self.smoothing:g})", f"{title} ({scale})"):
-            if len(full) <= width - 8:  # plotext leaves out a title wider than the plot
+            if len(full) <= width - 14:  # plotext leaves out a title wider than the plot
                 title = full
                 break
         plt.title(title)
