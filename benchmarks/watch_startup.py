@@ -1,16 +1,18 @@
 """``ldlm watch RUN``: time to the first full frame, and CPU use while it sits idle.
 
-    python benchmarks/watch_startup.py [--run NAME_OR_DIR] [--idle 10] [--size 80x24] [--json]
+    python benchmarks/watch_startup.py [--run NAME_OR_DIR | --live] [--idle 10] [--size 80x24]
 
 Without ``--run`` it first trains a real small run (``ldlm train --preset tiny``, a few dozen
-steps on the built-in corpus) in a temporary LDLM_HOME, so the watched run has a checkpoint,
-a metrics log with train and val points, and samples. ``ldlm watch`` then starts in a
-pseudo-terminal of ``--size`` (``TERM=xterm-256color``, as over SSH) and its output is read
-until one frame holds the chart's title (``loss: NAME``) and the footer's ``palette``: the
-start-up time is from spawning the process to that frame. It is then left alone for
-``--idle`` seconds while its output is drained; idle CPU is the user + system time the
-process spent meanwhile (``/proc/PID/stat``) over the wall time. The load average is printed:
-other work on the machine slows the start-up and inflates the CPU figure.
+steps on the built-in corpus) in a temporary LDLM_HOME, so the watched run has a checkpoint
+and a metrics log with train and val points; ``--live`` keeps it training in the background
+meanwhile (stopped at the end), so the chart redraws as steps arrive.
+
+``ldlm watch`` starts in a pseudo-terminal of ``--size`` (``TERM=xterm-256color``, as over
+SSH) and its output is read until one frame holds the chart's title (``loss: NAME``) and the
+footer's ``palette``: the start-up time is from spawning the process to that frame. It is then
+left alone for ``--idle`` seconds while its output is drained; idle CPU is the user + system
+time the process spent meanwhile (``/proc/PID/stat``) over the wall time. The load average is
+printed: other work on the machine slows the start-up and inflates the CPU figure.
 
 Targets (issue 20): start-up < 3 s on a quiet machine, idle CPU < 2 %.
 """
@@ -56,10 +58,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def train_small_run(env: dict[str, str], name: str, steps: int) -> None:
-    cmd = [sys.executable, "-m", "ldlm_tui.cli", "train", "--preset", "tiny"]
-    cmd += ["--max-steps", str(steps), "--name", name, "--data", "builtin"]
+def ldlm(env: dict[str, str], *args: str) -> None:
+    cmd = [sys.executable, "-m", "ldlm_tui.cli", *args]
     subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+
+def train_small_run(env: dict[str, str], name: str, steps: int, live: bool) -> None:
+    """A finished run of ``steps`` steps; ``live``: then keep it training in the background."""
+    ldlm(env, "train", "--preset", "tiny", "--max-steps", str(steps), "--name", name)
+    if live:  # the watcher then redraws as steps arrive: the usual way to watch a run
+        ldlm(env, "train", "--resume", name, "--max-steps", str(steps + 100_000), "--detach")
 
 
 def visible_text(data: bytes) -> str:
@@ -140,6 +148,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=40, help="steps of the small run")
     parser.add_argument("--idle", type=float, default=10.0, help="seconds of idle measured")
     parser.add_argument("--size", default="80x24", help="terminal COLSxROWS")
+    parser.add_argument(
+        "--live", action="store_true", help="keep the small run training while it is watched"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     cols, rows = (int(v) for v in args.size.lower().split("x"))
@@ -154,14 +165,19 @@ def main() -> None:
             env["LDLM_HOME"] = str(Path(tmp) / "home")
             env["LDLM_CACHE_DIR"] = str(Path(tmp) / "cache")
             env["LDLM_CONFIG_DIR"] = str(Path(tmp) / "config")
-            train_small_run(env, "watched", args.steps)
+            train_small_run(env, "watched", args.steps, args.live)
             run = "watched"
         name = Path(run).name
         load = os.getloadavg()
-        result = measure(run, f"loss: {name}", env, (cols, rows), args.idle)
+        try:
+            result = measure(run, f"loss: {name}", env, (cols, rows), args.idle)
+        finally:
+            if args.live and args.run is None:
+                ldlm(env, "runs", "stop", run)
     result.update(
         {
             "size": f"{cols}x{rows}",
+            "live": bool(args.live),
             "idle_s": args.idle,
             "load_avg_1m": round(load[0], 2),
             "machine": f"{cpu_model()}, {os.cpu_count()} CPUs",
@@ -172,7 +188,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"ldlm watch at {result['size']} on {result['machine']} (load {load[0]:.2f})")
+    what = "a live run" if args.live else "a finished run"
+    print(f"ldlm watch of {what} at {result['size']} on {result['machine']} (load {load[0]:.2f})")
     ok = "ok" if result["startup_ok"] else "over"
     print(f"  first full frame: {result['startup_s']:.2f} s (target < {STARTUP_TARGET_S} s: {ok})")
     ok = "ok" if result["idle_ok"] else "over"
