@@ -64,10 +64,19 @@ def ldlm(env: dict[str, str], *args: str) -> None:
 
 
 def train_small_run(env: dict[str, str], name: str, steps: int, live: bool) -> None:
-    """A finished run of ``steps`` steps; ``live``: then keep it training in the background."""
-    ldlm(env, "train", "--preset", "tiny", "--max-steps", str(steps), "--name", name)
-    if live:  # the watcher then redraws as steps arrive: the usual way to watch a run
-        ldlm(env, "train", "--resume", name, "--max-steps", str(steps + 100_000), "--detach")
+    """A finished run of ``steps`` steps; ``live``: one training in the background instead,
+    returned once it has logged about ``steps`` steps."""
+    if not live:
+        ldlm(env, "train", "--preset", "tiny", "--max-steps", str(steps), "--name", name)
+        return
+    ldlm(env, "train", "--preset", "tiny", "--max-steps", "1000000", "--name", name, "--detach")
+    metrics = Path(env["LDLM_HOME"]) / "runs" / name / "metrics.jsonl"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if metrics.exists() and metrics.read_bytes().count(b'"step":') > steps // 10:
+            return  # (it logs every 10 steps)
+        time.sleep(1)
+    raise SystemExit(f"the background run logged fewer than {steps} steps in 300 s")
 
 
 def visible_text(data: bytes) -> str:

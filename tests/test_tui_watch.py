@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import REPO, ldlm_env
 from textual.widgets import RichLog
-from tui_helpers import screen_lines
+from tui_helpers import screen_lines, wait_for
 
 from ldlm_engine import RunDir, get_preset
 from ldlm_tui.app import LdlmApp
@@ -69,3 +69,22 @@ def test_the_watch_benchmark_measures_startup_and_idle_cpu(tmp_path):
     out = json.loads(res.stdout.strip().splitlines()[-1])
     assert out["startup_s"] > 0 and out["idle_cpu_pct"] >= 0
     assert out["size"] == "80x24" and "load_avg_1m" in out
+
+
+async def test_following_a_quiet_run_backs_off_and_new_lines_still_arrive(tmp_path, monkeypatch):
+    from ldlm_tui.app_runs import FOLLOW_EVERY_S, FOLLOW_IDLE_MAX_S
+    from ldlm_tui.widgets.loss_chart import LossChart
+
+    monkeypatch.setenv("LDLM_HOME", str(tmp_path / "home"))
+    rd = logged_run("quiet")
+    app = LdlmApp(watch="quiet")
+    async with app.run_test(size=(80, 24)) as pilot:
+        chart = app.main_query(LossChart)
+        await pilot.pause(FOLLOW_EVERY_S * 8)  # 0.5 + 1 + 2: it looks at most every 2 s
+        assert app._follow_delay == FOLLOW_IDLE_MAX_S
+        seen = len(chart.train_loss)
+        with open(rd.path / "metrics.jsonl", "a", encoding="utf-8") as f:
+            f.write('{"event": "step", "step": 201, "loss": 0.5}\n')
+        await wait_for(pilot, lambda: len(chart.train_loss) > seen, FOLLOW_IDLE_MAX_S + 5)
+        assert len(chart.train_loss) == seen + 1
+        assert app._follow_delay == FOLLOW_EVERY_S  # it logged: looked at often again
