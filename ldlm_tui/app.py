@@ -21,22 +21,21 @@ import threading
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rich.text import Text
-from textual import on
+from textual import events, on
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.css.query import NoMatches
 from textual.timer import Timer
-from textual.widgets import Input, TabbedContent, TabPane, TextArea
+from textual.widgets import Input, Static, TabbedContent, TabPane, TextArea
 from textual.worker import Worker, WorkerState
 
 from ldlm_engine import (
     ConfigError,
     LdlmError,
     RunDir,
-    Trainer,
     discard_unstarted_run,
     plan_resume,
     plan_run,
@@ -67,9 +66,16 @@ from .screens.runs import RunsPane
 from .screens.train import TrainPane
 from .widgets.loss_chart import LossChart
 
+if TYPE_CHECKING:  # torch: `ldlm watch` and the idle app open without importing it
+    from ldlm_engine import Trainer
+
 MAX_MESSAGES = 200
+# Below this the form, chart and footer cannot all be drawn: the app says so instead.
+MIN_SIZE = (60, 16)
 # App keys that are letters: never acted on while a text field has focus.
-LETTER_ACTIONS = frozenset({"start", "pause", "stop", "log_scale", "tab", "new_run", "messages"})
+LETTER_ACTIONS = frozenset(
+    {"start", "pause", "stop", "log_scale", "tab", "new_run", "messages", "chart"}
+)
 
 
 class LdlmApp(RunsMixin, App):
@@ -91,6 +97,9 @@ class LdlmApp(RunsMixin, App):
         Binding("x", "stop", "Stop"),
         Binding("n", "new_run", "New run"),
         Binding("l", "log_scale", "Log"),
+        Binding("z", "chart('toggle_maximized')", "Zoom chart"),
+        Binding("left_square_bracket", "chart('rougher')", "Rougher", show=False),
+        Binding("right_square_bracket", "chart('smoother')", "Smoother", show=False),
         Binding("t", "tab('train')", "Train"),
         Binding("g", "tab('generate')", "Generate"),
         Binding("r", "tab('runs')", "Runs"),
@@ -138,6 +147,12 @@ class LdlmApp(RunsMixin, App):
             with TabPane("Runs", id="runs"):
                 yield RunsPane(id="runs-pane")
         yield LdlmFooter(compact=True)
+        need = f"terminal too small: need at least {MIN_SIZE[0]}×{MIN_SIZE[1]}"
+        yield Static(need, id="too-small")
+
+    def on_resize(self, event: events.Resize) -> None:
+        small = event.size.width < MIN_SIZE[0] or event.size.height < MIN_SIZE[1]
+        self.screen_stack[0].set_class(small, "too-small")
 
     def on_mount(self) -> None:
         theme = self.remembered.get("theme")
@@ -181,6 +196,8 @@ class LdlmApp(RunsMixin, App):
             focused = self.focused
             if isinstance(focused, (Input, TextArea)) or type(focused).__name__ == "SelectOverlay":
                 return False
+        if action == "chart":  # the chart's keys act where the chart is: the Train tab
+            return self.active_tab == "train"
         return True
 
     # ------------------------------------------------------------------ messages
@@ -263,6 +280,11 @@ class LdlmApp(RunsMixin, App):
 
     def action_log_scale(self) -> None:
         self.main_query(LossChart).toggle_log_scale()
+
+    def action_chart(self, method: str) -> None:
+        """``[`` / ``]`` / ``z`` from anywhere on the Train tab: no need to focus the chart."""
+        if method in ("rougher", "smoother", "toggle_maximized"):
+            getattr(self.main_query(LossChart), method)()
 
     def action_leave_field(self) -> None:
         """Escape: leave a text field (letter keys act again), or end a loss comparison."""

@@ -17,7 +17,8 @@ from ldlm_engine import LdlmError, RunDir, resolve_run
 from .messages import RunAction, event_to_message
 from .widgets.loss_chart import LossChart, compare_labels
 
-FOLLOW_EVERY_S = 0.5
+FOLLOW_EVERY_S = 0.5  # while the run logs
+FOLLOW_IDLE_MAX_S = 2.0  # a quiet (or finished) run is looked at ever more rarely, up to this
 
 
 class RunsMixin:
@@ -26,6 +27,7 @@ class RunsMixin:
     attached: RunDir | None
     _follower: Any
     _follow_timer: Timer | None
+    _follow_delay: float
 
     def _resolve(self, name: str) -> RunDir | None:
         try:
@@ -55,8 +57,8 @@ class RunsMixin:
         self.train_pane.reset(run.name, run.liveness(), title=f"loss: {run.name}")
         self.train_pane.set_controls(running=False, attached=True)
         self._set_current(run)
+        self._follow_delay = FOLLOW_EVERY_S
         self._poll_follower()
-        self._follow_timer = self.set_interval(FOLLOW_EVERY_S, self._poll_follower)
 
     def _detach(self) -> None:
         if self._follow_timer is not None:
@@ -64,12 +66,22 @@ class RunsMixin:
         self._follow_timer, self._follower, self.attached = None, None, None
 
     def _poll_follower(self) -> None:
-        if self.attached is None or self._follower is None:
+        """Read what the run logged since the last look, then look again: soon while it logs,
+        ever later (up to FOLLOW_IDLE_MAX_S) while it is quiet, so watching costs ~nothing."""
+        self._follow_timer = None
+        follower, run = self._follower, self.attached
+        if run is None or follower is None:
             return
-        for d in self._follower.poll():
-            msg = event_to_message(d, self.attached.name)
+        events = follower.poll()
+        for d in events:
+            msg = event_to_message(d, run.name)
             if msg is not None:
                 self._on_train_message(msg)
+        if self._follower is not follower or self._follow_timer is not None:
+            return  # detached or attached to another run meanwhile
+        delay = FOLLOW_EVERY_S if events else min(2 * self._follow_delay, FOLLOW_IDLE_MAX_S)
+        self._follow_delay = delay
+        self._follow_timer = self.set_timer(delay, self._poll_follower)
 
     def _live_attached(self) -> RunDir | None:
         if self.attached is not None and self.attached.liveness() == "live":

@@ -41,3 +41,18 @@ def test_engine_source_names_no_ui_package() -> None:
             if len(words) >= 2 and words[0] in ("import", "from"):
                 top = words[1].split(".")[0]
                 assert top not in UI_PACKAGES, f"{path.name}:{n}: {line.strip()}"
+
+
+def test_the_app_opens_without_importing_torch() -> None:
+    """`ldlm watch` and the idle app import neither torch nor numpy (seconds of start-up on a
+    busy machine); the engine modules that need torch load when training or sampling starts."""
+    code = (
+        "import sys\n"
+        "import ldlm_tui.app, ldlm_tui.cli\n"
+        "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    loaded = set(res.stdout.split())
+    assert "textual" in loaded  # the probe really imported the app
+    assert not loaded & {"torch", "numpy"}, sorted(loaded & {"torch", "numpy"})

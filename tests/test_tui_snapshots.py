@@ -93,3 +93,21 @@ def test_failed_start_stays_on_the_status_line(snap_compare, home, size):
         await pilot.pause()
 
     assert snap_compare(LdlmApp(), terminal_size=size, run_before=bad_start)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_generate_pane(snap_compare, home, size):
+    """The Generate tab before any run exists: the prompt has the keyboard."""
+
+    async def opened(pilot) -> None:
+        await pilot.press("g")
+        pilot.app.query_one("#gen-prompt").cursor_blink = False  # a blink is a flaky pixel
+        await pilot.pause(0.3)
+
+    assert snap_compare(LdlmApp(), terminal_size=size, run_before=opened)
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)], ids=["80x24", "120x40"])
+def test_help_screen(snap_compare, home, size):
+    """? over the Train tab: every key, the chart's included."""
+    assert snap_compare(LdlmApp(), terminal_size=size, press=["question_mark"])

@@ -15,9 +15,10 @@ from ldlm_tui.widgets.frame_history import FrameHistory
 from ldlm_tui.widgets.loss_chart import (
     MAXIMIZED_CLASS,
     LossChart,
+    Smoother,
     compare_labels,
-    debiased_ema,
     robust_ylim,
+    smooth,
     step_ticks,
     tick_label,
 )
@@ -32,20 +33,48 @@ def _plain_ema(ys: list[float], beta: float) -> list[float]:
     return out
 
 
-def test_debiased_ema_follows_the_first_drop() -> None:
-    # A warm-up drop from 6 to ~2 within 20 steps, then a slow decline.
-    ys = [2 + 4 * 0.8**i for i in range(20)] + [2 - 0.01 * i for i in range(80)]
-    smooth = debiased_ema(ys, 0.9)
-    plain = _plain_ema(ys, 0.9)
-    assert smooth[0] == ys[0]  # starts on the data
-    # The bias-corrected curve is far closer to the data through the drop than the plain EMA.
-    err_smooth = sum(abs(s - y) for s, y in zip(smooth[:20], ys[:20], strict=True))
-    err_plain = sum(abs(p - y) for p, y in zip(plain[:20], ys[:20], strict=True))
-    assert err_smooth < 0.7 * err_plain
-    assert debiased_ema(ys, 0.0) == ys  # smoothing 0 = raw
-    assert debiased_ema([3.0] * 5, 0.99) == pytest.approx([3.0] * 5)  # unbiased on a constant
-    rough, smoother = debiased_ema(ys, 0.5), debiased_ema(ys, 0.98)
-    assert abs(rough[-1] - ys[-1]) < abs(smoother[-1] - ys[-1])
+def _noisy_decline(n: int = 300, seed: int = 0) -> list[float]:
+    """A training loss as the chart sees it: a steady decline under small step-to-step noise."""
+    rng = random.Random(seed)
+    return [4.0 - 0.01 * i + rng.uniform(-0.05, 0.05) for i in range(n)]
+
+
+def test_smoothing_follows_a_falling_loss_instead_of_lagging_above_it() -> None:
+    ys = _noisy_decline()
+    for s in (0.9, 0.95, 0.99):
+        sm = smooth(ys, s)
+        assert len(sm) == len(ys)
+        # An EMA at 0.95 (as drawn before) sits above every raw point of the decline; the
+        # smoothed line must cross the data, and stay within the noise of the trend.
+        above = sum(a > y for a, y in zip(sm, ys, strict=True))
+        assert 0.2 * len(ys) < above < 0.8 * len(ys), (s, above)
+        trend = [4.0 - 0.01 * i for i in range(len(ys))]
+        assert max(abs(a - t) for a, t in zip(sm, trend, strict=True)) < 0.05, s
+    ema = _plain_ema(ys, 0.95)
+    assert all(e > y for e, y in zip(ema[40:], ys[40:], strict=True))  # what the fix is for
+
+
+def test_smoothing_a_constant_gives_the_constant_from_the_first_point() -> None:
+    for s in (0.0, 0.5, 0.95, 0.995):
+        assert smooth([3.0] * 50, s) == pytest.approx([3.0] * 50)
+        assert smooth([3.0], s) == [3.0]
+    assert smooth([], 0.95) == []
+    ys = _noisy_decline(50)
+    assert smooth(ys, 0.0) == ys  # smoothing 0 = raw
+    rough, smoother = smooth(ys, 0.5), smooth(ys, 0.98)
+    wiggle = lambda v: sum(abs(a - b) for a, b in itertools.pairwise(v))  # noqa: E731
+    assert wiggle(smoother) < wiggle(rough) < wiggle(ys)
+
+
+def test_incremental_smoother_matches_smoothing_from_scratch() -> None:
+    ys = _noisy_decline(120, seed=3)
+    inc = Smoother()
+    for i, y in enumerate(ys):
+        inc.append(y)
+        if i % 17 == 0:  # values() caches the settled head: later points must not skew it
+            assert inc.values(19) == pytest.approx(smooth(ys[: i + 1], 0.95))
+    assert inc.values(4) == pytest.approx(smooth(ys, 0.8))
+    assert inc.values(19) == pytest.approx(smooth(ys, 0.95))
 
 
 def test_robust_ylim_ignores_the_spike_but_keeps_the_current_value() -> None:
@@ -101,7 +130,7 @@ class ChartHost(App):
         yield LossChart(id="chart")
 
 
-def test_chart_keys_smoothing_and_maximize() -> None:
+def test_chart_smoothing_and_maximize() -> None:
     async def go() -> None:
         app = ChartHost()
         async with app.run_test(size=(80, 24)) as pilot:
@@ -109,24 +138,21 @@ def test_chart_keys_smoothing_and_maximize() -> None:
             for i in range(50):
                 chart.add_train(i * 10, 5.0 * 0.9**i + 1.0)
             chart.add_val(490, 1.1)
-            ema = list(chart.ema_loss)
-            assert ema == pytest.approx(debiased_ema(chart.train_loss, chart.smoothing))
-            chart.focus()
+            assert chart.smoothed_loss == pytest.approx(smooth(chart.train_loss, chart.smoothing))
             s0 = chart.smoothing
-            await pilot.press("right_square_bracket")
-            assert chart.smoothing > s0
-            await pilot.press("left_square_bracket", "left_square_bracket")
-            assert chart.smoothing < s0
-            assert chart.ema_loss == pytest.approx(debiased_ema(chart.train_loss, chart.smoothing))
+            assert chart.smoother() > s0
+            chart.rougher()
+            assert chart.rougher() < s0
+            assert chart.smoothed_loss == pytest.approx(smooth(chart.train_loss, chart.smoothing))
             chart.add_train(500, 1.0)  # incremental after a change of smoothing
-            assert chart.ema_loss == pytest.approx(debiased_ema(chart.train_loss, chart.smoothing))
+            assert chart.smoothed_loss == pytest.approx(smooth(chart.train_loss, chart.smoothing))
             side = app.query_one("#side")
             assert side.display
-            await pilot.press("z")
+            chart.toggle_maximized()
             assert app.screen.has_class(MAXIMIZED_CLASS)
             await pilot.pause()
             assert not side.display
-            await pilot.press("z")
+            chart.toggle_maximized()
             assert not app.screen.has_class(MAXIMIZED_CLASS)
             chart.set_compare(
                 {"run-a": ([1.0, 2.0], [3.0, 2.0]), "run-b": ([1.0, 2.0], [3.0, 2.5])},

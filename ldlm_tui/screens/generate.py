@@ -35,8 +35,8 @@ from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
 from ldlm_engine import MASK_MARKER, ConfigError, LdlmError, RunConfig, SampleConfig
+from ldlm_engine.config import SAMPLERS_BY_PROCESS as SAMPLERS  # torch-free
 from ldlm_engine.prompts import repeated_token
-from ldlm_engine.sampling import SAMPLERS
 
 from ..render import TokenTexts
 from ..widgets.denoise import DenoiseView

@@ -48,6 +48,14 @@ KEYS: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "Train tab (the loss chart; no need to focus it)",
+        [
+            ("z", "zoom: the chart takes the whole tab / back"),
+            ("[ / ]", "less / more smoothing (0 = raw points)"),
+            ("l", "log scale / linear"),
+        ],
+    ),
+    (
         "Letter keys and text fields",
         [
             ("", "while a text field has the cursor, letters type; f1, ctrl+q, escape still act"),
@@ -241,6 +249,9 @@ class LdlmFooter(Footer):
     """
 
     FIRST = ("help", "quit")
+    # Textual's compact footer gives every key a right margin, the palette key docked at the
+    # right edge too: the last column then showed whatever key lay underneath ("^p palettee").
+    DEFAULT_CSS = "LdlmFooter.-compact FooterKey.-command-palette { margin-right: 0; }"
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -265,7 +276,7 @@ class LdlmFooter(Footer):
     def _signature(self) -> tuple[Any, ...]:
         keys = tuple((b.key, b.action, b.description, on) for b, on, _ in self._keys())
         palette = self.screen.active_bindings.get(self.app.COMMAND_PALETTE_BINDING)
-        return keys, palette is not None and palette.enabled
+        return keys, palette is not None and palette.enabled, self.size.width
 
     async def recompose(self) -> None:
         if self._bindings_ready and self.is_attached:
@@ -274,33 +285,51 @@ class LdlmFooter(Footer):
                 return
         await super().recompose()
 
+    def on_resize(self) -> None:
+        if self._bindings_ready and self._shown is not None and self._shown[-1] != self.size.width:
+            self.call_after_refresh(self.recompose)
+
+    def _palette(self) -> Any:
+        if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE:
+            return self.screen.active_bindings.get(self.app.COMMAND_PALETTE_BINDING)
+        return None
+
     def compose(self) -> ComposeResult:
         if not self._bindings_ready:
             return
-        keys = self._keys()
         self._shown = self._signature()
+        palette = self._palette()
+        # Only keys that fit whole: a key cut at the edge reads as a stray word ("g Gener").
+        room = self.size.width or 10_000
+        if palette is not None:
+            room -= len(self.app.get_key_display(palette.binding)) + 2 + len("palette")
+        keys = []
+        for binding, enabled, tooltip in self._keys():
+            shown = self.app.get_key_display(binding)
+            room -= len(shown) + len(binding.description) + 2  # "k Desc" and the margin
+            if room < 0 and keys:
+                break
+            keys.append((binding, shown, enabled, tooltip))
         self.styles.grid_size_columns = len(keys)
-        for binding, enabled, tooltip in keys:
+        for binding, shown, enabled, tooltip in keys:
             yield FooterKey(
                 binding.key,
-                self.app.get_key_display(binding),
+                shown,
                 binding.description,
                 binding.action,
                 disabled=not enabled,
                 tooltip=tooltip,
             ).data_bind(compact=Footer.compact)
-        if self.show_command_palette and self.app.ENABLE_COMMAND_PALETTE:
-            palette = self.screen.active_bindings.get(self.app.COMMAND_PALETTE_BINDING)
-            if palette is not None:
-                yield FooterKey(
-                    palette.binding.key,
-                    self.app.get_key_display(palette.binding),
-                    palette.binding.description,
-                    palette.binding.action,
-                    classes="-command-palette",
-                    disabled=not palette.enabled,
-                    tooltip=palette.binding.tooltip or palette.binding.description,
-                )
+        if palette is not None:
+            yield FooterKey(
+                palette.binding.key,
+                self.app.get_key_display(palette.binding),
+                palette.binding.description,
+                palette.binding.action,
+                classes="-command-palette",
+                disabled=not palette.enabled,
+                tooltip=palette.binding.tooltip or palette.binding.description,
+            )
 
 
 class StatusLine(Static):

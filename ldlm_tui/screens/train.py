@@ -189,7 +189,7 @@ class TrainPane(Vertical):
         corpora = [(Text(f"{n}: {d}"), n) for n, d in list_corpora()]
         processes = [(PROCESS_LABELS.get(p, p), p) for p in PROCESSES]
         with Horizontal(id="train-body"):
-            with VerticalScroll(id="train-form"):
+            with VerticalScroll(id="train-form", can_focus=False):
                 yield Label(Text("New run"), id="form-title")
                 yield Field("name", self._input("name", values["name"], placeholder="auto"))
                 yield Field("corpus", self._input("corpus", values["corpus"]))

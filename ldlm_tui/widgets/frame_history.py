@@ -18,9 +18,10 @@ from __future__ import annotations
 import bisect
 from array import array
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ldlm_engine import Frame
+if TYPE_CHECKING:  # the engine's sampling module imports torch: not while the app opens
+    from ldlm_engine import Frame
 
 MIN_KEYFRAME_GAP = 4096
 """Delta elements between keyframes, at least (short sequences need few snapshots)."""
@@ -200,6 +201,8 @@ class FrameHistory:
             i += n
         if not 0 <= i < n:
             raise IndexError(i)
+        from ldlm_engine import Frame  # frames exist: torch is already loaded
+
         rec, s = self._records[i], self._state(i)
         return Frame(
             step=rec.step,

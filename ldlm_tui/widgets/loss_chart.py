@@ -7,54 +7,113 @@ unit as the training loss, so the two curves are comparable; bits/char is in the
 
 What makes it worth watching lives in pure functions (tested without a terminal):
 
-- :func:`debiased_ema`: exponential smoothing with Adam's bias correction, so the smoothed
-  curve starts *on* the data instead of lagging above it through the first drop; the
+- :func:`smooth`: a centred local-linear smoother. An exponential average (even a debiased
+  one) trails a falling loss by about 1/(1 - smoothing) steps, so at 0.95 it drew the
+  smoothed line above every raw point; a window centred on each point, fitted with a line
+  (one-sided at the ends), is unbiased on a trend as well as on a flat noisy series. The
   smoothing is adjustable (``[`` rougher, ``]`` smoother).
 - :func:`robust_ylim`: a y-range from the bulk of the points, so the warm-up spike does not
   squash the interesting part; it never cuts off the latest values.
 - :func:`step_ticks`: integer step ticks (1, 2, 5 x 10^k apart).
 - :func:`compare_labels`: Compare legends that say what differs between runs.
 
-``z`` (when the chart has focus; the app may bind it too) toggles the ``chart-maximized``
-class on the screen: app.tcss hides the form and the sample log so the chart takes the room.
+``z`` toggles the ``chart-maximized`` class on the screen: app.tcss hides the form and the
+sample log so the chart takes the room. The app binds ``[``, ``]`` and ``z`` for the whole
+Train tab, so they work without moving the focus onto the chart.
+
+The figure is composed afresh for every frame (:meth:`LossChart.render`): plotext turns a
+log-scale figure's data into logarithms *in place* when it builds, so building the same figure
+twice (any resize) took the log of the log, pushed every point off the canvas and crashed in
+its legend code (IndexError). Anything plotext still raises becomes a one-line note in the
+chart instead of taking the app down.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, ClassVar
+from typing import Any
 
-from textual.binding import Binding, BindingType
+from rich.text import Text
 from textual_plotext import PlotextPlot
 
 SMOOTHING_LEVELS = (0.0, 0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 """Smoothing factors ``[`` / ``]`` step through (0 = raw)."""
 DEFAULT_SMOOTHING = 0.9
 REDRAW_S = 1.0  # plotext rebuilds the whole figure: once a second is live enough for a curve
-MAX_POINTS = 400  # per series after downsampling; a terminal has fewer columns than this
+POINTS_PER_COLUMN = 2  # per series after downsampling: a braille cell is 2 dots wide
 MAXIMIZED_CLASS = "chart-maximized"
+MIN_WIDTH, MIN_HEIGHT = 20, 5  # below this plotext has no room for axes: a note instead
+XLABEL_HEIGHT = 12
+LEGEND_HEIGHT = 10  # a shorter chart keeps its rows for the curves (the legend covers them)
 
 
 # --------------------------------------------------------------------------- pure functions
 
 
-def debiased_ema(ys: Sequence[float], smoothing: float) -> list[float]:
-    """Bias-corrected exponential moving average (Adam's m / (1 - beta^t)).
+def half_window(smoothing: float) -> int:
+    """Points each side of the centre for a smoothing factor (0 -> 0: raw).
 
-    A plain EMA started at the first value lags behind a falling loss and sits above every
-    raw point through the first drop; started at zero and divided by ``1 - smoothing^t`` it
-    weighs the points seen so far correctly from the first one. ``smoothing`` 0 = raw.
+    An EMA with factor b has its centre of mass b / (1 - b) points back; the same number of
+    points on each side averages away the same noise without the lag (0.95 -> 19).
     """
-    beta = min(max(float(smoothing), 0.0), 0.9999)
-    out: list[float] = []
-    m = 0.0
-    correction = 1.0
-    for y in ys:
-        m = beta * m + (1.0 - beta) * y
-        correction *= beta
-        out.append(m / (1.0 - correction))
-    return out
+    b = min(max(float(smoothing), 0.0), 0.999)
+    return round(b / (1.0 - b))
+
+
+class Smoother:
+    """Running sums of a series, so each smoothed point costs O(1) however wide the window.
+
+    ``values(h)`` fits a line to the points within ``h`` of each point (fewer at the ends,
+    where the window is one-sided) and evaluates it there. In the middle the window is
+    symmetric and the fit is its plain mean; at the ends the line keeps a trend from pulling
+    the curve off the data. A flat series comes back unchanged from the first point.
+    """
+
+    def __init__(self, ys: Sequence[float] = ()) -> None:
+        self._sy = [0.0]  # prefix sums of y_j
+        self._sjy = [0.0]  # prefix sums of j * y_j
+        self._done: list[float] = []  # points whose window no later point can change
+        self._done_h = -1
+        for y in ys:
+            self.append(y)
+
+    def __len__(self) -> int:
+        return len(self._sy) - 1
+
+    def append(self, y: float) -> None:
+        j = len(self)
+        self._sy.append(self._sy[-1] + y)
+        self._sjy.append(self._sjy[-1] + j * y)
+
+    def _at(self, i: int, h: int) -> float:
+        a, b = max(0, i - h), min(len(self) - 1, i + h)
+        n = b - a + 1
+        sy = self._sy[b + 1] - self._sy[a]
+        if n == 1:
+            return sy
+        mean_u = (n - 1) / 2.0  # u = j - a runs over 0..n-1
+        suy = (self._sjy[b + 1] - self._sjy[a]) - a * sy
+        var_u = n * (n * n - 1) / 12.0  # sum of (u - mean_u)^2
+        slope = (suy - mean_u * sy) / var_u
+        return sy / n + slope * ((i - a) - mean_u)
+
+    def values(self, h: int) -> list[float]:
+        """The smoothed series at half-window ``h``; cached where no new point can change it."""
+        if h != self._done_h:
+            self._done, self._done_h = [], h
+        n = len(self)
+        final = max(0, n - h - 1)  # points i with i + h <= n - 1 keep their value
+        done = self._done
+        for i in range(len(done), final):
+            done.append(self._at(i, h))
+        return done + [self._at(i, h) for i in range(len(done), n)]
+
+
+def smooth(ys: Sequence[float], smoothing: float) -> list[float]:
+    """``ys`` smoothed at ``smoothing`` (0 = raw); see :class:`Smoother`."""
+    h = half_window(smoothing)
+    return list(ys) if h == 0 else Smoother(ys).values(h)
 
 
 def _quantile(sorted_ys: Sequence[float], q: float) -> float:
@@ -177,12 +236,13 @@ def _short(v: Any) -> str:
     return s if len(s) <= 14 else s[:6] + "…" + s[-6:]
 
 
-def _thin(xs: list[float], ys: list[float], limit: int = MAX_POINTS):
-    """Every k-th point (plus the last) so plotting stays cheap on long runs."""
+def _thin(xs: Sequence[float], ys: Sequence[float], limit: int) -> tuple[list, list]:
+    """Every k-th point (plus the last), at most about ``limit``: a redraw of a long run costs
+    the UI thread what a terminal can show, not what the run has logged."""
     if len(xs) <= limit:
-        return xs, ys
-    k = math.ceil(len(xs) / limit)
-    return xs[::k] + xs[-1:], ys[::k] + ys[-1:]
+        return list(xs), list(ys)
+    k = math.ceil(len(xs) / max(1, limit))
+    return list(xs[::k]) + list(xs[-1:]), list(ys[::k]) + list(ys[-1:])
 
 
 # --------------------------------------------------------------------------- the widget
@@ -196,13 +256,7 @@ class LossChart(PlotextPlot):
     ``toggle_maximized()`` gives the chart the pane; ``toggle_log_scale()`` as before.
     """
 
-    DEFAULT_CSS = "LossChart { min-height: 5; } LossChart:focus { background-tint: $primary 5%; }"
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("left_square_bracket", "rougher", "Rougher", show=False),
-        Binding("right_square_bracket", "smoother", "Smoother", show=False),
-        Binding("z", "toggle_maximized", "Zoom chart"),
-    ]
+    DEFAULT_CSS = "LossChart { min-height: 5; }"
 
     can_focus = True
 
@@ -218,48 +272,36 @@ class LossChart(PlotextPlot):
         self.compare_labels: dict[str, str] = {}
         self.title = "loss"
         self.dirty = True
-        self._ema: list[float] = []  # debiased EMA of train_loss at self.smoothing
-        self._ema_m = 0.0
-        self._ema_c = 1.0
+        self._smoother = Smoother()  # the train losses' running sums
+        self.draw_error = ""  # what plotext raised at the last frame ("" = drawn as asked)
 
     def on_mount(self) -> None:
         super().on_mount()
         self.set_interval(REDRAW_S, self.redraw_if_dirty)
-        self.redraw()
 
     # ------------------------------------------------------------------ data
     def clear(self, title: str = "loss") -> None:
         self.train_steps, self.train_loss = [], []
         self.val_steps, self.val_loss = [], []
         self.compare, self.compare_labels = {}, {}
-        self._reset_ema()
+        self._smoother = Smoother()
         self.title = title
         self.dirty = True
 
-    def _reset_ema(self) -> None:
-        self._ema, self._ema_m, self._ema_c = [], 0.0, 1.0
-
     @property
-    def ema_loss(self) -> list[float]:
-        """The smoothed training loss (bias-corrected EMA at ``smoothing``)."""
-        if len(self._ema) != len(self.train_loss):
-            self._reset_ema()
-            self._ema = debiased_ema(self.train_loss, self.smoothing)
-            beta = self.smoothing
-            self._ema_c = beta ** len(self.train_loss)
-            self._ema_m = self._ema[-1] * (1 - self._ema_c) if self._ema else 0.0
-        return self._ema
+    def smoothed_loss(self) -> list[float]:
+        """The smoothed training loss (:class:`Smoother` at ``smoothing``)."""
+        if len(self._smoother) != len(self.train_loss):  # the lists were replaced
+            self._smoother = Smoother(self.train_loss)
+        h = half_window(self.smoothing)
+        return list(self.train_loss) if h == 0 else self._smoother.values(h)
 
     def add_train(self, step: int, loss: float) -> None:
         if not math.isfinite(loss):
             return
         self.train_steps.append(step)
         self.train_loss.append(loss)
-        if len(self._ema) == len(self.train_loss) - 1:  # incremental: O(1) per point
-            beta = min(max(self.smoothing, 0.0), 0.9999)
-            self._ema_m = beta * self._ema_m + (1 - beta) * loss
-            self._ema_c *= beta
-            self._ema.append(self._ema_m / (1 - self._ema_c))
+        self._smoother.append(loss)
         self.dirty = True
 
     def add_val(self, step: int, val_loss: float) -> None:
@@ -292,16 +334,12 @@ class LossChart(PlotextPlot):
 
     def toggle_log_scale(self) -> bool:
         self.log_scale = not self.log_scale
-        self.dirty = True
         self.redraw()
         return self.log_scale
 
     def set_smoothing(self, smoothing: float) -> None:
-        self.smoothing = min(max(float(smoothing), 0.0), 0.9999)
-        self._reset_ema()
-        self.dirty = True
-        if self.is_mounted:
-            self.redraw()
+        self.smoothing = min(max(float(smoothing), 0.0), 0.999)
+        self.redraw()
 
     def smoother(self) -> float:
         """Next smoothing level up (``]``); returns the new smoothing."""
@@ -322,15 +360,6 @@ class LossChart(PlotextPlot):
         self.dirty = True
         return screen.has_class(MAXIMIZED_CLASS)
 
-    def action_smoother(self) -> None:
-        self.smoother()
-
-    def action_rougher(self) -> None:
-        self.rougher()
-
-    def action_toggle_maximized(self) -> None:
-        self.toggle_maximized()
-
     @property
     def point_count(self) -> int:
         return len(self.train_steps) + len(self.val_steps)
@@ -341,46 +370,71 @@ class LossChart(PlotextPlot):
             self.redraw()
 
     def redraw(self) -> None:
+        """Draw the current data now (the figure itself is composed by :meth:`render`)."""
         self.dirty = False
+        if self.is_mounted:
+            self.refresh()
+
+    def render(self) -> Any:
+        """A fresh figure for this size; a note when it cannot be drawn (never a traceback)."""
+        width, height = self.size.width, self.size.height
+        if width < MIN_WIDTH or height < MIN_HEIGHT:
+            return Text("chart: too small", style="dim", no_wrap=True, overflow="ellipsis")
+        self.draw_error = ""
+        for legend in (True, False):  # plotext's legend is its most fragile part
+            try:
+                self._compose_figure(width, legend=legend and height >= LEGEND_HEIGHT)
+                return super().render()
+            except Exception as e:  # a chart must never take the app down
+                self.draw_error = self.draw_error or f"{type(e).__name__}: {e}"
+        kind = self.draw_error.split(":", 1)[0]
+        return Text(f"loss chart cannot be drawn here ({kind})", style="dim")
+
+    def _compose_figure(self, width: int, *, legend: bool = True) -> None:
+        """Issue every plotext command for the current data (plotext draws it at build)."""
         plt = self.plt
         plt.clear_data()
         plt.clear_figure()
+        title = "compare" if self.compare else self.title
         scale = "log" if self.log_scale else "linear"
-        smooth = f"smoothing {self.smoothing:g}"
-        if self.compare:
-            plt.title(f"compare ({scale}, {smooth})")
-        else:
-            plt.title(f"{self.title} ({scale}, {smooth})")
-        plt.xlabel("step")
+        for full in (f"{title} ({scale}, smoothing {self.smoothing:g})", f"{title} ({scale})"):
+            if len(full) <= width - 14:  # plotext leaves out a title wider than the plot
+                title = full
+                break
+        plt.title(title)
+        if self.size.height >= XLABEL_HEIGHT:  # else the tick numbers say it: a row for data
+            plt.xlabel("step")
+        # Log scale: only positive losses have a logarithm (plotext raises on the others).
+        floor = 0.0 if self.log_scale else -math.inf
         shown: list[list[float]] = []
         latest: list[float] = []
         xs_all: list[float] = []
+
+        limit = POINTS_PER_COLUMN * width
+
+        def draw(kind: str, xs: Sequence[float], ys: Sequence[float], label: str, marker: str):
+            tx, ty = _thin(xs, ys, limit)
+            pts = [(x, y) for x, y in zip(tx, ty, strict=False) if math.isfinite(y) and y > floor]
+            if not pts:
+                return
+            px, py = [p[0] for p in pts], [p[1] for p in pts]
+            getattr(plt, kind)(px, py, label=label if legend else None, marker=marker)
+            shown.append(py)
+            latest.append(py[-1])
+            xs_all.extend((px[0], px[-1]))
+
         if self.compare:
             for name, (xs, ys) in self.compare.items():
-                if xs:
-                    sm = debiased_ema(ys, self.smoothing)
-                    label = self.compare_labels.get(name, name)
-                    plt.plot(*_thin(xs, sm), label=label, marker="braille")
-                    shown.append(sm)
-                    latest.append(sm[-1])
-                    xs_all += [xs[0], xs[-1]]
+                label = self.compare_labels.get(name, name)
+                draw("plot", xs, smooth(ys, self.smoothing), label, "braille")
         else:
             if self.train_steps:
-                ema = self.ema_loss
-                plt.plot(*_thin(self.train_steps, self.train_loss), label="train", marker="dot")
-                plt.plot(*_thin(self.train_steps, ema), label="smoothed", marker="braille")
-                shown += [self.train_loss, ema]
-                latest += [self.train_loss[-1], ema[-1]]
-                xs_all += [self.train_steps[0], self.train_steps[-1]]
+                draw("plot", self.train_steps, self.train_loss, "train", "dot")
+                draw("plot", self.train_steps, self.smoothed_loss, "smoothed", "braille")
             if self.val_steps:
-                plt.scatter(*_thin(self.val_steps, self.val_loss), label="val", marker="x")
-                shown.append(self.val_loss)
-                latest.append(self.val_loss[-1])
-                xs_all += [self.val_steps[0], self.val_steps[-1]]
+                draw("scatter", self.val_steps, self.val_loss, "val", "x")
         if xs_all:
-            lo, hi = min(xs_all), max(xs_all)
-            width = self.size.width or 80
-            ticks = step_ticks(lo, hi, max(2, min(8, width // 10)))
+            ticks = step_ticks(min(xs_all), max(xs_all), max(2, min(8, width // 10)))
             if ticks:
                 plt.xticks(ticks, [tick_label(t) for t in ticks])
         if shown and self.log_scale:
@@ -389,4 +443,3 @@ class LossChart(PlotextPlot):
             ylim = robust_ylim(shown, keep=latest)
             if ylim is not None:
                 plt.ylim(*ylim)
-        self.refresh()
