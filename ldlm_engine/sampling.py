@@ -156,9 +156,8 @@ def generate(
     window = int(model.cfg.seq_len)
     n_prompt = fixed.index(False)
     continues = not any(fixed[n_prompt:])  # a prompt then only generated positions
-    # A shifted block model trained with whole-window blocks infills as one block.
-    infills = process.kind == "block" and getattr(process, "shift", False)
-    infills = infills and process.cfg.full_blocks > 0
+    # A block model trained with a share of whole-window blocks infills as one block.
+    infills = process.kind == "block" and process.cfg.full_blocks > 0
     left_to_right = process.kind == "ar" or (process.kind == "block" and continues)
     if process.kind in ("ar", "block") and not continues and not infills:
         raise ConfigError(

@@ -205,13 +205,14 @@ def test_block_models_infill_when_trained_with_whole_windows(tok):
     template = "the [MASK*5] sat on the [MASK*3]."
     with pytest.raises(ConfigError, match="full_blocks"):
         list(generate(model, shifted(tok, 8), tok, SampleConfig(), template))
-    frames = list(generate(model, shifted(tok, 8, full_blocks=0.2), tok, SampleConfig(), template))
-    t = Transcript()
-    for f in frames:
-        t.apply(f)
-    text = tok.decode(t.tokens)
-    assert text.startswith("the ") and text[9:21] == " sat on the " and text.endswith(".")
-    assert len(text) == len("the ") + 5 + len(" sat on the ") + 3 + 1
+    plain = make_process(ProcessConfig(kind="block", block_size=8, full_blocks=0.2), tok)
+    for proc in (shifted(tok, 8, full_blocks=0.2), plain):
+        t = Transcript()
+        for f in generate(model, proc, tok, SampleConfig(), template):
+            t.apply(f)
+        text = tok.decode(t.tokens)
+        assert text.startswith("the ") and text[9:21] == " sat on the " and text.endswith(".")
+        assert len(text) == len("the ") + 5 + len(" sat on the ") + 3 + 1
 
 
 def test_full_blocks_share_of_steps(tok):
