@@ -53,9 +53,12 @@ from .fileio import (
     atomic_write_json,
     describe_error,
     open_nofollow,
+    open_own,
+    own_inode,
     read_bounded,
     read_json_bounded,
     read_tail,
+    same_file,
 )
 from .metrics_log import MetricsFollower, parse_lines
 
@@ -330,6 +333,30 @@ class RunDir:
         """Become this run's only trainer (held until :meth:`release_lock` or process exit)."""
         if self._lock_fd is not None:
             return
+        for _ in range(5):  # another trainer may replace the name between open and flock
+            fd = self._open_lock()
+            if same_file(self.lock_path, fd):
+                break
+            os.close(fd)
+        else:
+            raise RunError(f"cannot lock run {self.name}: {self.lock_path} keeps changing")
+        try:
+            # A hard link (a `cp -al` snapshot shares the original's lock): the run gets its
+            # own, locked before its name appears, so the other file is never truncated.
+            fd = own_inode(self.lock_path, fd, copy=False, prepare=_flock_now)
+        except OSError as e:
+            os.close(fd)
+            raise RunError(
+                f"cannot lock run {self.name}: {self.lock_path} {describe_error(e)}"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+        # A request made before this trainer existed is not addressed to it.
+        self._control_seen = self._control_key(self._read_control())
+
+    def _open_lock(self) -> int:
+        """The lock file, opened and exclusively flock'ed (RunError when another holds it)."""
         try:
             fd = open_nofollow(self.lock_path, os.O_RDWR | os.O_CREAT)
         except OSError as e:  # a symlink planted as the lock must not be truncated
@@ -337,7 +364,7 @@ class RunDir:
                 f"cannot lock run {self.name}: {self.lock_path} {describe_error(e)}"
             ) from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            _flock_now(fd)
         except OSError as e:
             os.close(fd)
             if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
@@ -346,11 +373,7 @@ class RunDir:
             raise RunError(
                 f"run {self.name} is being trained by another process (pid {pid or '?'})"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._lock_fd = fd
-        # A request made before this trainer existed is not addressed to it.
-        self._control_seen = self._control_key(self._read_control())
+        return fd
 
     def release_lock(self) -> None:
         if self._lock_fd is None:
@@ -406,7 +429,8 @@ class RunDir:
 
     def _open_metrics(self) -> int:
         if self._metrics_fd is None:
-            fd = open_nofollow(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            # Never through a link: a hard-linked log (a `cp -al` snapshot) is copied first.
+            fd = open_own(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             # A writer killed mid-line left a fragment: end it so our first line stays intact.
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
@@ -605,6 +629,10 @@ class RunDir:
             return False
         os.kill(pid, signal.SIGTERM)
         return True
+
+
+def _flock_now(fd: int) -> None:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _summary_from_metrics(run: RunDir) -> dict[str, Any]:

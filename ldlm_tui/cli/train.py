@@ -217,9 +217,8 @@ def _train_resume(
     if not plan.writes_run_dir:  # DDP worker: the same settings; rank 0 writes the run
         plan.trainer().run()
         return
-    if detach:
-        plan.record_settings()  # the child reads its settings from config.json
-        _detach(plan.run, resumed=plan.resume)
+    if detach:  # the child reads its settings from config.json, once train.log opens
+        _detach(plan.run, resumed=plan.resume, before_start=plan.record_settings)
         return
     trainer = plan.trainer(sinks=[])
     _train_foreground(
@@ -227,10 +226,10 @@ def _train_resume(
     )
 
 
-def _detach(rd: Any, *, resumed: bool) -> None:
+def _detach(rd: Any, *, resumed: bool, before_start: Any = None) -> None:
     from ..launch import spawn_training
 
-    pid = spawn_training(rd.path)
+    pid = spawn_training(rd.path, before_start)
     ref = _run_ref(rd)
     what = "resumed" if resumed else "started"
     _out(f"{what} {rd.name} in the background (pid {pid})")
