@@ -7,7 +7,8 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import check_compatible, load_checkpoint
+from .checkpoint import load_checkpoint
+from .checkpoint_checks import Fit, model_spec
 from .config import RunConfig
 from .corpora import load_corpus
 from .data import count_chars, encode_corpus, eval_windows
@@ -50,14 +51,8 @@ def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:
         )
     dev = resolve_device(device)
     model, process = build_model(config, tokenizer)
-    ck = load_checkpoint(rd.checkpoints_dir)
-    check_compatible(ck.meta, config.to_dict())
-    try:
-        model.load_state_dict(ck.model_state)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"checkpoint {ck.path} does not fit the run's model: {str(e).splitlines()[0]}"
-        ) from None
+    ck = load_checkpoint(rd.checkpoints_dir, fit=Fit(model_spec(model), (), config.to_dict()))
+    model.load_state_dict(ck.model_state)  # names, shapes and dtypes checked above
     model.to(dev).eval()
     process.to(dev)
     return LoadedRun(rd, config, tokenizer, model, process, ck.step, dev, ck.note)

@@ -32,12 +32,12 @@ from collections.abc import Callable, Iterable
 import torch
 
 from .checkpoint import (
-    check_compatible,
     checkpoint_meta,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
+from .checkpoint_checks import Fit, model_spec
 from .config import RunConfig
 from .corpora import load_corpus
 from .data import Batcher, count_chars, eval_windows
@@ -79,6 +79,16 @@ def _write_error(e: BaseException) -> RunError | None:
     if isinstance(where, str) and os.path.basename(where).startswith(".tmp-"):
         where = os.path.dirname(where)  # an atomic write's temporary file: name the folder
     return RunError(f"cannot write {where}: {e.strerror or e}; training stopped")
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Adam's moments must match their parameters (``load_state_dict`` does not check; a
+    wrong shape would only fail at the next step). Raises ValueError."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for v in optimizer.state.get(p, {}).values():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                    raise ValueError("optimizer state shape")
 
 
 class Trainer:
@@ -266,26 +276,38 @@ class Trainer:
     def _load_state(self) -> None:
         assert self.run_dir is not None
         try:
-            ck = load_checkpoint(self.run_dir.checkpoints_dir)
+            fit = Fit(model_spec(self.model), ("rng_torch", "rng_noise"), self.cfg.to_dict())
+            ck = load_checkpoint(self.run_dir.checkpoints_dir, fit=fit)
         except CheckpointError:
             if self.run_dir.latest_checkpoint_step() is None:
                 return  # stopped before its first checkpoint: start from scratch
             raise
-        check_compatible(ck.meta, self.cfg.to_dict())
         self.load_note = ck.note  # the newest checkpoint was incomplete: say which one loaded
-        self.model.load_state_dict(ck.model_state)
+        self.model.load_state_dict(ck.model_state)  # fits: load_checkpoint checked it
         if ck.optimizer_state is not None:
-            self.optimizer.load_state_dict(ck.optimizer_state)
+            try:
+                self.optimizer.load_state_dict(ck.optimizer_state)
+                _check_optimizer_shapes(self.optimizer)
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError):
+                raise CheckpointError(
+                    f"checkpoint {ck.path} is damaged: its optimizer state does not fit"
+                ) from None
         self.step = ck.step
-        self.batcher.load_state_dict(ck.meta["data_position"])
-        torch.set_rng_state(ck.extra_tensors["rng_torch"])
+        position = ck.meta.get("data_position")
+        if not isinstance(position, dict):
+            raise CheckpointError(f"checkpoint {ck.path} is damaged: no data position")
+        self.batcher.load_state_dict(position)
+        try:
+            torch.set_rng_state(ck.extra_tensors["rng_torch"])
+        except RuntimeError:
+            raise CheckpointError(f"checkpoint {ck.path} is damaged: bad rng_torch") from None
         try:
             self.noise_gen.set_state(ck.extra_tensors["rng_noise"])
         except RuntimeError:  # resumed on another kind of device: continue, not bit-exact
             self.noise_gen.manual_seed(self.cfg.train.seed * 1_000_003 + 17 + self.step)
         if "rng_cuda" in ck.extra_tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(ck.extra_tensors["rng_cuda"], self.device)
-        self.elapsed_before = float(ck.meta.get("elapsed_s", 0.0))
+        self.elapsed_before = float(ck.meta.get("elapsed_s", 0.0))  # typed by check_meta
         self.tokens_seen = int(ck.meta.get("tokens_seen", 0))
         self.best_val_bpc = ck.meta.get("best_val_bits_per_char")
 
