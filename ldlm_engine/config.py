@@ -51,6 +51,14 @@ MAX_SEQ_LEN = 65_536
 MAX_VOCAB = 1_000_000
 MAX_D_MODEL = 16_384
 MAX_LAYERS = 256
+MAX_STEPS = 10**12  # optimizer steps, warm-up and cadences: decades of training, not 2**63
+MAX_EPOCHS = 1_000_000
+MAX_SAMPLE_STEPS = 100_000  # model calls per sample, as many as the uniform process's T
+# Per-command numbers (named in each flag's --help): generate --num, eval --samples. The
+# evaluation holds windows x samples float64 terms, so their product is bounded as well.
+MAX_NUM = 10_000
+MAX_EVAL_SAMPLES = 1_000
+MAX_EVAL_TERMS = 20_000_000  # 160 MB of terms
 # Each limit above alone still allows a model of ~10**12 weights (terabytes); this caps their
 # product, far above the largest preset (~110M) and anything this toolkit trains.
 MAX_PARAMETERS = 10_000_000_000
@@ -250,6 +258,12 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
     return value
 
 
+def check_range(name: str, value: int | None, lo: int, hi: int) -> None:
+    """Refuse a count outside ``lo..hi`` in one line, before anything is allocated."""
+    if value is not None and not lo <= value <= hi:
+        raise ConfigError(f"{name} must be at least {lo} and at most {hi:,}; got {value}")
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -293,7 +307,7 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 < p.eps < 1.0, "process.eps must be in (0, 1)")
     _choice("data.tokenizer", d.tokenizer, TOKENIZERS)
     _check(64 <= d.bpe_vocab_size <= MAX_VOCAB, "data.bpe_vocab_size must be in 64..1000000")
-    _check(d.word_min_count >= 1, "data.word_min_count must be at least 1")
+    _check(1 <= d.word_min_count <= 10**9, "data.word_min_count must be in 1..10**9")
     _check(0.0 < d.val_fraction < 0.5, "data.val_fraction must be in (0, 0.5)")
     _check(d.source != "", "data.source must not be empty")
     _check(1 <= t.batch_size <= 65_536, "train.batch_size must be in 1..65536")
@@ -302,13 +316,15 @@ def validate(cfg: RunConfig) -> None:
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.device", t.device, DEVICES)
-    _check(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+    _check(0 <= t.weight_decay <= 10, "train.weight_decay must be in [0, 10]")
     _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2 must be in [0, 1)")
-    _check(t.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+    _check(0 <= t.warmup_steps <= MAX_STEPS, "train.warmup_steps must be in 0..10**12")
     _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]")
-    _check(t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
+    _check(0 <= t.grad_clip <= 1e6, "train.grad_clip must be in [0, 1e6] (0 = off)")
     _check(t.epochs is None or t.epochs >= 1, "train.epochs must be at least 1")
+    _check(t.epochs is None or t.epochs <= MAX_EPOCHS, f"train.epochs must be in 1..{MAX_EPOCHS}")
     _check(t.max_steps is None or t.max_steps >= 1, "train.max_steps must be at least 1")
+    _check(t.max_steps is None or t.max_steps <= MAX_STEPS, "train.max_steps must be in 1..10**12")
     _check(
         t.epochs is not None or t.max_steps is not None,
         "set train.epochs or train.max_steps (or both)",
@@ -321,17 +337,20 @@ def validate(cfg: RunConfig) -> None:
         "sample_every_epochs",
         "checkpoint_every",
     ):
-        _check(getattr(t, name) >= 0, f"train.{name} must be >= 0")
-    _check(t.eval_tokens >= 1, "train.eval_tokens must be >= 1")
+        _check(0 <= getattr(t, name) <= MAX_STEPS, f"train.{name} must be in 0..10**12")
+    _check(1 <= t.eval_tokens <= 10**9, "train.eval_tokens must be in 1..10**9")
     _check(1 <= t.eval_samples <= 1000, "train.eval_samples must be in 1..1000")
     _check(1 <= t.sample_length <= MAX_SEQ_LEN, "train.sample_length is out of range")
     _check(t.sample_temperature >= 0, "train.sample_temperature must be >= 0")
-    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be at least 1")
+    _check(1 <= t.keep_checkpoints <= 10_000, "train.keep_checkpoints must be in 1..10000")
     _check(s.sampler == "auto" or s.sampler in SAMPLERS, f"unknown sampler {s.sampler!r}")
     _check(1 <= s.length <= MAX_SEQ_LEN, f"sample.length must be in 1..{MAX_SEQ_LEN}")
-    _check(s.steps >= 0, "sample.steps must be >= 0")
+    _check(
+        0 <= s.steps <= MAX_SAMPLE_STEPS,
+        f"sample.steps must be in 0..{MAX_SAMPLE_STEPS} (0 = auto)",
+    )
     _check(s.temperature >= 0, "sample.temperature must be >= 0")
-    _check(s.block_length >= 0, "sample.block_length must be >= 0")
+    _check(0 <= s.block_length <= MAX_SEQ_LEN, f"sample.block_length must be in 0..{MAX_SEQ_LEN}")
     _check(0 < s.threshold <= 1, "sample.threshold must be in (0, 1]")
     _check(isinstance(s.cache, bool), "sample.cache must be true or false")
     if p.kind == "uniform":
@@ -361,7 +380,7 @@ def validate(cfg: RunConfig) -> None:
                 _check(math.isfinite(v), f"{section_name}.{f.name} must be finite; got {v}")
             elif isinstance(v, int):
                 _check(abs(v) < 2**63, f"{section_name}.{f.name} is out of range; got {v}")
-    _check(p.block_size >= 1, "process.block_size must be at least 1")
+    _check(1 <= p.block_size <= MAX_SEQ_LEN, f"process.block_size must be in 1..{MAX_SEQ_LEN}")
     _choice("process.block_masking", p.block_masking, BLOCK_MASKINGS)
     _check(0.0 <= p.block_warmup <= 1.0, "process.block_warmup must be in [0, 1]")
     if p.kind == "block":
@@ -536,7 +555,8 @@ def adapt_process(cfg: RunConfig, kind: str) -> RunConfig:
     cfg.model.time_embedding = kind == "uniform"
     if kind == "block":
         cfg.model.time_embedding = False  # one noise level per block, none per sequence
-        if cfg.model.seq_len % cfg.process.block_size:  # the largest block that fits
+        # the largest block that fits (validate() refuses a block_size below 1)
+        if cfg.process.block_size >= 1 and cfg.model.seq_len % cfg.process.block_size:
             b = min(cfg.process.block_size, cfg.model.seq_len)
             cfg.process.block_size = max(d for d in range(1, b + 1) if cfg.model.seq_len % d == 0)
     if cfg.sample.sampler not in ("auto", *SAMPLERS_BY_PROCESS.get(kind, ())):

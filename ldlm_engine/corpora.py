@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .errors import DataError
 from .fileio import atomic_write_bytes
+from .layout import expand_user
 
 # A NUL byte among the first bytes is the cheapest reliable sign of a binary file.
 _SNIFF_BYTES = 8192
@@ -95,7 +96,7 @@ def load_corpus(spec: str, *, offline: bool = False) -> Corpus:
         return _load_builtin()
     if spec in NAMED_CORPORA:
         return _load_named(spec, offline=offline)
-    path = Path(spec).expanduser()
+    path = expand_user(spec)  # ~nouser: one line
     try:
         is_dir = path.is_dir()
         exists = is_dir or path.exists()

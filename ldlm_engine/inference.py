@@ -9,10 +9,10 @@ import torch
 
 from .checkpoint import load_checkpoint
 from .checkpoint_checks import Fit, model_spec
-from .config import RunConfig
+from .config import MAX_EVAL_SAMPLES, MAX_EVAL_TERMS, RunConfig, check_range
 from .corpora import load_corpus
 from .data import count_chars, encode_corpus, eval_windows
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .evaluation import BoundEstimate, estimate_nll
 from .model import DiffusionTransformer
 from .processes import NoiseProcess
@@ -58,6 +58,13 @@ def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:
     return LoadedRun(rd, config, tokenizer, model, process, ck.step, dev, ck.note)
 
 
+def check_eval_request(samples: int | None, max_tokens: int | None) -> None:
+    """Refuse an evaluation's counts before the run loads (ConfigError, one line):
+    ``samples`` in 1..MAX_EVAL_SAMPLES, ``max_tokens`` in 1..10**9 (None: the defaults)."""
+    check_range("--samples", samples, 1, MAX_EVAL_SAMPLES)
+    check_range("--max-tokens", max_tokens, 1, 10**9)
+
+
 def evaluate_run(
     loaded: LoadedRun,
     *,
@@ -70,6 +77,7 @@ def evaluate_run(
 
     Characters are those of the tokens evaluated (at most ``max_tokens``), counted exactly.
     """
+    check_eval_request(samples, max_tokens)
     cfg = loaded.config
     seq_len = cfg.model.seq_len
     max_tokens = max_tokens or max(cfg.train.eval_tokens, 65_536)
@@ -84,13 +92,19 @@ def evaluate_run(
                 f"{data} is shorter than one sequence ({val.numel()} < {seq_len} tokens)"
             )
     windows = eval_windows(val, seq_len, max_tokens)
+    samples = samples or max(4, cfg.train.eval_samples)
+    if windows.shape[0] * samples > MAX_EVAL_TERMS:
+        raise ConfigError(
+            f"{windows.shape[0]:,} windows x {samples} samples is more than {MAX_EVAL_TERMS:,} "
+            "terms; lower --samples or --max-tokens"
+        )
     chars = count_chars(loaded.tokenizer, text, start, windows, start + int(val.numel()))
     return estimate_nll(
         loaded.model,
         loaded.process,
         windows,
         chars_per_token=chars / windows.numel(),
-        samples=samples or max(4, cfg.train.eval_samples),
+        samples=samples,
         batch_size=max(64, cfg.train.batch_size),
         seed=seed,
         device=loaded.device,

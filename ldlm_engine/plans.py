@@ -20,6 +20,7 @@ from .config import RunConfig, adapt_process, apply_overrides, get_preset, load_
 from .corpora import list_corpora, load_corpus
 from .errors import ConfigError, RunError
 from .fileio import atomic_write_json
+from .layout import expand_user
 from .runs import RunDir, discard_new_run, resolve_run
 
 LAYERS = ("preset", "user config.toml", "--config file", "explicit choices")
@@ -69,7 +70,7 @@ def _read_layers(config_file: str | Path | None) -> list[tuple[Path, dict[str, A
     if user.is_file():
         layers.append((user, load_config_file(user)))
     if config_file is not None:
-        path = Path(config_file).expanduser()
+        path = expand_user(str(config_file))
         layers.append((path, load_config_file(path)))
     return layers
 
@@ -152,7 +153,7 @@ def build_run_config(choices: RunChoices) -> RunConfig:
     named = {n for n, _ in list_corpora()}
     if cfg.data.source not in named:
         # Absolute, so the run can be resumed or evaluated from any folder.
-        cfg.data.source = str(Path(cfg.data.source).expanduser().resolve())
+        cfg.data.source = str(expand_user(cfg.data.source).resolve())
     return cfg
 
 
@@ -202,7 +203,7 @@ def plan_run(choices: RunChoices) -> RunPlan:
     resolve_device(cfg.train.device)
     text = load_corpus(cfg.data.source).text
     data = prepare_data(cfg, text=text)
-    run_dir = Path(choices.run_dir).expanduser() if choices.run_dir is not None else None
+    run_dir = expand_user(str(choices.run_dir)) if choices.run_dir is not None else None
     return RunPlan(cfg, text, data, choices.name, run_dir, ddp_rank())
 
 
