@@ -107,6 +107,8 @@ class DataConfig:
     bpe_vocab_size: int = 2048
     word_min_count: int = 1
     val_fraction: float = 0.1
+    # Larger corpora are refused from their size before reading (1..1,000,000 MiB).
+    max_corpus_mb: int = 1024
 
 
 @dataclass
@@ -309,6 +311,7 @@ def validate(cfg: RunConfig) -> None:
     _check(64 <= d.bpe_vocab_size <= MAX_VOCAB, "data.bpe_vocab_size must be in 64..1000000")
     _check(1 <= d.word_min_count <= 10**9, "data.word_min_count must be in 1..10**9")
     _check(0.0 < d.val_fraction < 0.5, "data.val_fraction must be in (0, 0.5)")
+    _check(1 <= d.max_corpus_mb <= 1_000_000, "data.max_corpus_mb must be in 1..1000000")
     _check(d.source != "", "data.source must not be empty")
     _check(1 <= t.batch_size <= 65_536, "train.batch_size must be in 1..65536")
     _check(0.0 < t.lr < 10.0, "train.lr must be in (0, 10)")

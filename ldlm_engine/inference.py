@@ -81,7 +81,8 @@ def evaluate_run(
     cfg = loaded.config
     seq_len = cfg.model.seq_len
     max_tokens = max_tokens or max(cfg.train.eval_tokens, 65_536)
-    text = load_corpus(cfg.data.source if data is None else data).text
+    source = cfg.data.source if data is None else data
+    text = load_corpus(source, max_mb=cfg.data.max_corpus_mb).text
     if data is None:
         _, splits = prepare_data(cfg, loaded.tokenizer, text)
         val, start = splits.val, int(splits.train.numel())

@@ -201,7 +201,7 @@ def plan_run(choices: RunChoices) -> RunPlan:
     from .runtime import prepare_data, resolve_device
 
     resolve_device(cfg.train.device)
-    text = load_corpus(cfg.data.source).text
+    text = load_corpus(cfg.data.source, max_mb=cfg.data.max_corpus_mb).text
     data = prepare_data(cfg, text=text)
     run_dir = expand_user(str(choices.run_dir)) if choices.run_dir is not None else None
     return RunPlan(cfg, text, data, choices.name, run_dir, ddp_rank())
@@ -274,7 +274,7 @@ def plan_resume(
     step = rd.latest_checkpoint_step() or 0
     changed = cfg.to_dict() != before
     if rank != 0:
-        text = load_corpus(cfg.data.source).text
+        text = load_corpus(cfg.data.source, max_mb=cfg.data.max_corpus_mb).text
         return ResumePlan(rd, cfg, step, _has_tokenizer(rd), changed, text, rank)
     if rd.is_locked():
         pid = rd.read_status().get("pid", "?")
@@ -297,7 +297,9 @@ def plan_resume(
             f"run {rd.name} already finished at step {step}; pass --max-steps N or --epochs N "
             "to train further"
         )
-    text = load_corpus(cfg.data.source).text  # still there, before anything changes
+    text = load_corpus(
+        cfg.data.source, max_mb=cfg.data.max_corpus_mb
+    ).text  # still there, before anything changes
     return ResumePlan(rd, cfg, step, _has_tokenizer(rd), changed, text, rank)
 
 

@@ -177,7 +177,7 @@ class Trainer:
         else:
             if self._text is None and cfg.data.tokenizer != "char":
                 # Read once here: the exact characters per evaluated token need the text too.
-                self._text = load_corpus(cfg.data.source).text
+                self._text = load_corpus(cfg.data.source, max_mb=cfg.data.max_corpus_mb).text
             self.tokenizer, self.splits = prepare_data(cfg, tok, self._text)
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every rerun
         self.model, self.process = build_model(cfg, self.tokenizer)
@@ -316,7 +316,7 @@ class Trainer:
         """Exact characters per token of the evaluated windows (see ``data.count_chars``)."""
         text = self._text
         if text is None and self.tokenizer.kind != "char":  # char: one token per character
-            text = load_corpus(self.cfg.data.source).text
+            text = load_corpus(self.cfg.data.source, max_mb=self.cfg.data.max_corpus_mb).text
         n_train = int(self.splits.train.numel())
         total = n_train + int(self.splits.val.numel())
         chars = count_chars(self.tokenizer, text or "", n_train, self.eval_set, total)

@@ -52,6 +52,7 @@ _RESUME_FORBIDDEN = (
     ("preset", "--preset"),
     ("process", "--process"),
     ("tokenizer", "--tokenizer"),
+    ("max_corpus_mb", "--max-corpus-mb"),
     ("batch_size", "--batch-size"),
     ("seq_len", "--seq-len"),
     ("lr", "--lr"),
@@ -77,6 +78,13 @@ def train(
     ),
     process: Process | None = typer.Option(None, "--process", help="Noise process."),
     tokenizer: TokenizerKind | None = typer.Option(None, "--tokenizer", help="Tokenizer."),
+    max_corpus_mb: int | None = typer.Option(
+        None,
+        "--max-corpus-mb",
+        metavar="MIB",
+        help="Refuse a corpus larger than this, from its size, before reading it "
+        "(default 1024; 1..1000000).",
+    ),
     epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training text."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per step."),
@@ -150,7 +158,11 @@ def train(
         config_file=config,
         process=process.value if process else None,
         settings={
-            "data": {"source": data, "tokenizer": tokenizer.value if tokenizer else None},
+            "data": {
+                "source": data,
+                "tokenizer": tokenizer.value if tokenizer else None,
+                "max_corpus_mb": max_corpus_mb,
+            },
             "model": {"seq_len": seq_len},
             "train": {
                 "epochs": epochs,
@@ -200,6 +212,7 @@ FLAG_NAMES = {
     "model.seq_len": "--seq-len",
     "data.source": "--data",
     "data.tokenizer": "--tokenizer",
+    "data.max_corpus_mb": "--max-corpus-mb",
 }
 
 
