@@ -350,10 +350,23 @@ def save_checkpoint(
     return final
 
 
+def _remove_checkpoint_folder(p: Path) -> None:
+    """Delete the files ldlm wrote in a step folder (meta.json first: the folder stops being
+    a checkpoint at once), then the folder only if nothing else is in it (a user's notes)."""
+    for fname in (META_FILE, MODEL_FILE, STATE_FILE):
+        f = p / fname
+        if L.is_real_file(f) or os.path.islink(f):
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+    with contextlib.suppress(OSError):
+        os.rmdir(p)
+
+
 def _remove_entry(p: Path) -> None:
-    """Remove a file, a link (not its target) or a folder tree of ours; nothing if absent."""
+    """Remove a file, a link (not its target) or a checkpoint folder of ours (its files only,
+    see :func:`_remove_checkpoint_folder`); nothing if absent."""
     if L.is_real_dir(p):
-        shutil.rmtree(p)
+        _remove_checkpoint_folder(p)
     elif L.lexists(p):
         os.unlink(p)
 
@@ -611,7 +624,7 @@ def prune_checkpoints(checkpoints_dir: Path, keep: int) -> list[Path]:
     for _, p in complete[: max(0, len(complete) - keep)]:
         if p.name == protected:
             continue
-        shutil.rmtree(p, ignore_errors=True)
+        _remove_checkpoint_folder(p)
         removed.append(p)
     try:
         names = os.listdir(checkpoints_dir)
