@@ -236,9 +236,18 @@ class Trainer:
         plans = []
         if t.max_steps is not None:
             plans.append(t.max_steps)
-        if t.epochs is not None:
-            plans.append(t.epochs * self.batcher.steps_per_epoch)
+        if t.epochs is not None:  # the steps that cover exactly that many epochs' windows
+            windows = t.epochs * self.batcher.n_windows
+            plans.append(-(-windows // self.batcher.global_batch_size))
         return max(1, min(plans))
+
+    def _epoch_windows_left(self) -> int | None:
+        """Windows left in an epoch budget, so the last batch stops exactly at the end of
+        ``train.epochs`` (one process; DDP ranks keep whole batches: at most one over)."""
+        t = self.cfg.train
+        if t.epochs is None or self.world_size > 1:
+            return None
+        return t.epochs * self.batcher.n_windows - self.batcher.windows_done
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_tensors(self) -> dict[str, torch.Tensor]:
@@ -468,7 +477,9 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             epoch_before = self.batcher.epoch
-            x0 = self.batcher.next_batch().to(self.device, non_blocking=True)
+            x0 = self.batcher.next_batch(self._epoch_windows_left()).to(
+                self.device, non_blocking=True
+            )
             self.process.progress = self.step / self.total_steps  # for block_warmup
             with self._amp():
                 loss = self.process.loss(model, x0, self.noise_gen)
