@@ -49,7 +49,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import layout as L
-from .checkpoint_checks import Fit, check_meta, check_tensors
+from .checkpoint_checks import APPLY_ERRORS, Fit, check_meta, check_tensors
 from .errors import CheckpointError
 from .fileio import (
     TMP_PREFIX,
@@ -529,7 +529,14 @@ def _load_folder(path: Path, fit: Fit = _NO_FIT) -> Checkpoint:
     check_tensors(path, ordered, state_tensors, fit)
     extra = {k[len("extra.") :]: v for k, v in state_tensors.items() if k.startswith("extra.")}
     meta["path"] = str(path)
-    return Checkpoint(ordered, optimizer_state, extra, meta, path, dict(tied))
+    ck = Checkpoint(ordered, optimizer_state, extra, meta, path, dict(tied))
+    if fit.apply is not None:
+        try:
+            fit.apply(ck)
+        except APPLY_ERRORS as e:
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"checkpoint {path} is damaged: {reason}") from None
+    return ck
 
 
 def _newest_intact(checkpoints_dir: Path, skip: str, fit: Fit) -> Checkpoint | None:

@@ -9,7 +9,7 @@ checkpoint (:class:`CheckpointError`, one line), never a traceback or a NaN in a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,18 @@ TensorSpec = Mapping[str, tuple[tuple[int, ...], torch.dtype]]
 @dataclass
 class Fit:
     """What a checkpoint must fit: the model's tensors (:func:`model_spec`), the state
-    tensors the caller needs, and the config whose fingerprint it must carry."""
+    tensors the caller needs, the config whose fingerprint it must carry, and ``apply``,
+    which puts a checkpoint to use (a trainer's optimizer, RNG, data position) and raises if
+    it does not fit; a failure there is damage like any other, so loading may fall back."""
 
     spec: TensorSpec | None = None
     extra_keys: tuple[str, ...] = ()
     config: Mapping[str, Any] | None = field(default=None, repr=False)
+    apply: Callable[[Any], None] | None = field(default=None, repr=False)
+
+
+# What putting a damaged state to use raises (torch's load_state_dict, set_rng_state ...).
+APPLY_ERRORS = (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError)
 
 
 def _nonneg(v: Any) -> bool:
@@ -116,4 +123,4 @@ def check_tensors(
         raise CheckpointError(f"checkpoint {where} is damaged: {bad} holds NaN or infinity")
 
 
-__all__ = ["Fit", "check_meta", "check_tensors", "model_spec"]
+__all__ = ["APPLY_ERRORS", "Fit", "check_meta", "check_tensors", "model_spec"]

@@ -115,6 +115,8 @@ def open_own(
     Refuses a symlink or a non-regular file (``OSError`` saying which); a hard link is
     replaced by the run's own copy, so writing never reaches a file outside the run.
     """
+    if copy and flags & os.O_ACCMODE == os.O_WRONLY:  # the copy reads the shared file
+        flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
     fd = open_nofollow(path, flags, mode)
     try:
         return own_inode(path, fd, copy=copy)

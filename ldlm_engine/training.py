@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable
 import torch
 
 from .checkpoint import (
+    Checkpoint,
     checkpoint_meta,
     load_checkpoint,
     prune_checkpoints,
@@ -88,7 +89,7 @@ def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
         for p in group["params"]:
             for v in optimizer.state.get(p, {}).values():
                 if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
-                    raise ValueError("optimizer state shape")
+                    raise ValueError("its optimizer state does not fit the model's parameters")
 
 
 class Trainer:
@@ -284,32 +285,30 @@ class Trainer:
 
     def _load_state(self) -> None:
         assert self.run_dir is not None
+        fit = Fit(
+            model_spec(self.model), ("rng_torch", "rng_noise"), self.cfg.to_dict(), self._apply
+        )
         try:
-            fit = Fit(model_spec(self.model), ("rng_torch", "rng_noise"), self.cfg.to_dict())
             ck = load_checkpoint(self.run_dir.checkpoints_dir, fit=fit)
         except CheckpointError:
             if self.run_dir.latest_checkpoint_step() is None:
                 return  # stopped before its first checkpoint: start from scratch
             raise
         self.load_note = ck.note  # the newest checkpoint was incomplete: say which one loaded
-        self.model.load_state_dict(ck.model_state)  # fits: load_checkpoint checked it
+
+    def _apply(self, ck: Checkpoint) -> None:
+        """Put a verified checkpoint to use; raises (an APPLY_ERRORS type, or CheckpointError)
+        when it does not fit, so that load_checkpoint treats it as damaged."""
+        self.model.load_state_dict(ck.model_state)  # names, shapes and dtypes checked
         if ck.optimizer_state is not None:
-            try:
-                self.optimizer.load_state_dict(ck.optimizer_state)
-                _check_optimizer_shapes(self.optimizer)
-            except (ValueError, KeyError, TypeError, IndexError, AttributeError, RuntimeError):
-                raise CheckpointError(
-                    f"checkpoint {ck.path} is damaged: its optimizer state does not fit"
-                ) from None
+            self.optimizer.load_state_dict(ck.optimizer_state)
+            _check_optimizer_shapes(self.optimizer)
         self.step = ck.step
         position = ck.meta.get("data_position")
         if not isinstance(position, dict):
             raise CheckpointError(f"checkpoint {ck.path} is damaged: no data position")
         self.batcher.load_state_dict(position)
-        try:
-            torch.set_rng_state(ck.extra_tensors["rng_torch"])
-        except RuntimeError:
-            raise CheckpointError(f"checkpoint {ck.path} is damaged: bad rng_torch") from None
+        torch.set_rng_state(ck.extra_tensors["rng_torch"])
         try:
             self.noise_gen.set_state(ck.extra_tensors["rng_noise"])
         except RuntimeError:  # resumed on another kind of device: continue, not bit-exact
