@@ -33,7 +33,6 @@ from test_cached_sampling import run as sample
 
 from ldlm_engine import DataError, RunDir, RunError, Trainer, load_corpus, load_run
 from ldlm_engine.checkpoint import list_checkpoints, prune_checkpoints
-from ldlm_engine.fileio import open_own
 
 
 def _last(run: Path) -> Path:
@@ -116,6 +115,8 @@ def test_a_hard_linked_lock_still_keeps_a_second_trainer_out(run: Path, tmp_path
 
 
 def test_open_own_copies_hard_links_and_refuses_links_and_fifos(tmp_path: Path) -> None:
+    from ldlm_engine.fileio import open_own
+
     outside = tmp_path / "outside.log"
     outside.write_bytes(b"old\n")
     log = tmp_path / "train.log"
