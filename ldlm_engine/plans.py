@@ -248,6 +248,7 @@ def plan_resume(
     epochs: int | None = None,
     device: str | None = None,
     cadences: Mapping[str, int | None] | None = None,
+    max_corpus_mb: int | None = None,
 ) -> ResumePlan:
     """Check that ``run`` may continue here, with which settings (LdlmError if it may not).
 
@@ -267,6 +268,8 @@ def plan_resume(
             cfg.train.max_steps = None
     if device is not None:
         cfg.train.device = device
+    if max_corpus_mb is not None:  # the corpus may have grown past its limit
+        cfg.data.max_corpus_mb = max_corpus_mb
     for key, value in (cadences or {}).items():
         if value is not None:
             setattr(cfg.train, key, value)

@@ -52,7 +52,6 @@ _RESUME_FORBIDDEN = (
     ("preset", "--preset"),
     ("process", "--process"),
     ("tokenizer", "--tokenizer"),
-    ("max_corpus_mb", "--max-corpus-mb"),
     ("batch_size", "--batch-size"),
     ("seq_len", "--seq-len"),
     ("lr", "--lr"),
@@ -117,7 +116,7 @@ def train(
         "--resume",
         metavar="RUN",
         help="Continue RUN in place with its own settings; --max-steps/--epochs may extend "
-        "it (and --device or the cadences may change).",
+        "it (and --device, --max-corpus-mb or the cadences may change).",
     ),
     detach: bool = typer.Option(
         False, "--detach", help="Train in the background; survives closing the terminal."
@@ -151,6 +150,7 @@ def train(
                 "checkpoint_every": checkpoint_every,
             },
             detach=detach,
+            max_corpus_mb=max_corpus_mb,
         )
         return
     choices = E.RunChoices(
@@ -224,9 +224,17 @@ def _train_resume(
     device: str | None,
     cadences: dict[str, int | None],
     detach: bool,
+    max_corpus_mb: int | None = None,
 ) -> None:
     E = _engine()
-    plan = E.plan_resume(spec, max_steps=max_steps, epochs=epochs, device=device, cadences=cadences)
+    plan = E.plan_resume(
+        spec,
+        max_steps=max_steps,
+        epochs=epochs,
+        device=device,
+        cadences=cadences,
+        max_corpus_mb=max_corpus_mb,
+    )
     if not plan.writes_run_dir:  # DDP worker: the same settings; rank 0 writes the run
         plan.trainer().run()
         return

@@ -297,6 +297,20 @@ def test_corpus_size_limit_is_stated_and_can_be_raised(tmp_path: Path) -> None:
         load_corpus(str(folder), max_mb=1)
 
 
+def test_a_resume_can_raise_the_corpus_limit(run: Path, tmp_path: Path) -> None:
+    from ldlm_engine import plan_resume
+
+    grown = tmp_path / "grown.txt"
+    grown.write_text("abc def\n" * (300 * 1024))  # 2.4 MiB
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["data"].update(source=str(grown), max_corpus_mb=1)
+    (run / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(DataError, match="corpus limit of 1 MiB; raise it with --max-corpus-mb"):
+        plan_resume("victim", max_steps=8)
+    plan = plan_resume("victim", max_steps=8, max_corpus_mb=3)
+    assert plan.config.data.max_corpus_mb == 3 and len(plan.text) == grown.stat().st_size
+
+
 # --------------------------------------------------------------------------- the app's state
 
 
