@@ -5,12 +5,12 @@ content of a file, never a mix, even if the writer is killed mid-write. So every
 a temporary file in the same folder, is fsync'd, and is renamed over the target; the folder is
 fsync'd so the rename itself survives a power cut. Imports no torch, so light tools stay light.
 
-Files written in place (the trainer's ``lock``, the appended ``metrics.jsonl`` and
-``train.log``) are opened through :func:`open_own`: a symlink or a FIFO is refused, and a
-*hard link* (``st_nlink > 1``, e.g. a ``cp -al`` snapshot of a run, or a link planted to a
-file elsewhere) is first copied to a new file renamed over the name ("copy on first write"),
-so the run gets its own inode and the other name's file is never written. Files rewritten
-whole already get a new inode from the rename.
+Files written in place (the appended ``metrics.jsonl`` and ``train.log``; the trainer's
+``lock`` through :func:`lock_own`) are opened through :func:`open_own`: a symlink or a FIFO
+is refused, and a *hard link* (``st_nlink > 1``: a ``cp -al`` snapshot of a run, or a link
+planted to a file elsewhere) is first copied to a new file renamed over the name ("copy on
+first write"), so the run gets its own inode and the other name's file is never written.
+Files rewritten whole already get a new inode from the rename.
 
 Reads of files a user or another program may have replaced go through :func:`read_bounded`:
 it never follows a symlink, never blocks on a FIFO or device, and never reads more than a
@@ -122,6 +122,37 @@ def open_own(
         return own_inode(path, fd, copy=copy)
     except BaseException:
         os.close(fd)
+        raise
+
+
+def lock_own(path: str | os.PathLike[str]) -> int:
+    """Open ``path`` (created if missing) holding an exclusive ``flock`` on a file of its own.
+
+    ``BlockingIOError`` when another process holds the lock; ``OSError`` for a symlink or a
+    non-regular file. A hard-linked lock (a ``cp -al`` snapshot shares the original's) is
+    replaced by a new file, locked before its name appears, so the other name's file is
+    never truncated. The lock is taken on the file ``path`` names when this returns: a name
+    replaced between open and flock (another trainer doing the same) is opened again.
+    """
+    for _ in range(5):
+        fd = open_nofollow(path, os.O_RDWR | os.O_CREAT)
+        try:
+            _flock_now(fd)
+            if same_file(path, fd):
+                return own_inode(path, fd, copy=False, prepare=_flock_now)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+    raise OSError(errno.EAGAIN, "keeps being replaced", str(path))
+
+
+def _flock_now(fd: int) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise BlockingIOError(e.errno, "is locked by another process") from None
         raise
 
 

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import errno
 import fcntl
 import json
 import os
@@ -52,13 +51,12 @@ from .errors import ConfigError, RunError
 from .fileio import (
     atomic_write_json,
     describe_error,
+    lock_own,
     open_nofollow,
     open_own,
-    own_inode,
     read_bounded,
     read_json_bounded,
     read_tail,
-    same_file,
 )
 from .metrics_log import MetricsFollower, parse_lines
 
@@ -333,19 +331,14 @@ class RunDir:
         """Become this run's only trainer (held until :meth:`release_lock` or process exit)."""
         if self._lock_fd is not None:
             return
-        for _ in range(5):  # another trainer may replace the name between open and flock
-            fd = self._open_lock()
-            if same_file(self.lock_path, fd):
-                break
-            os.close(fd)
-        else:
-            raise RunError(f"cannot lock run {self.name}: {self.lock_path} keeps changing")
         try:
-            # A hard link (a `cp -al` snapshot shares the original's lock): the run gets its
-            # own, locked before its name appears, so the other file is never truncated.
-            fd = own_inode(self.lock_path, fd, copy=False, prepare=_flock_now)
-        except OSError as e:
-            os.close(fd)
+            fd = lock_own(self.lock_path)
+        except BlockingIOError:
+            pid = self._lock_pid()
+            raise RunError(
+                f"run {self.name} is being trained by another process (pid {pid or '?'})"
+            ) from None
+        except OSError as e:  # a symlink planted as the lock must not be truncated
             raise RunError(
                 f"cannot lock run {self.name}: {self.lock_path} {describe_error(e)}"
             ) from None
@@ -354,26 +347,6 @@ class RunDir:
         self._lock_fd = fd
         # A request made before this trainer existed is not addressed to it.
         self._control_seen = self._control_key(self._read_control())
-
-    def _open_lock(self) -> int:
-        """The lock file, opened and exclusively flock'ed (RunError when another holds it)."""
-        try:
-            fd = open_nofollow(self.lock_path, os.O_RDWR | os.O_CREAT)
-        except OSError as e:  # a symlink planted as the lock must not be truncated
-            raise RunError(
-                f"cannot lock run {self.name}: {self.lock_path} {describe_error(e)}"
-            ) from None
-        try:
-            _flock_now(fd)
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise RunError(f"cannot lock run {self.name}: {e.strerror}") from None
-            pid = self._lock_pid()
-            raise RunError(
-                f"run {self.name} is being trained by another process (pid {pid or '?'})"
-            ) from None
-        return fd
 
     def release_lock(self) -> None:
         if self._lock_fd is None:
@@ -629,10 +602,6 @@ class RunDir:
             return False
         os.kill(pid, signal.SIGTERM)
         return True
-
-
-def _flock_now(fd: int) -> None:
-    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
 def _summary_from_metrics(run: RunDir) -> dict[str, Any]:
