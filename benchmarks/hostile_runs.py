@@ -13,7 +13,12 @@ FIFO shows up as a failure instead of taking the machine.
 Damages: truncation, wrong JSON types, a symlink out of the run (to a sentinel file or folder),
 a symlink to ``/dev/zero``, a FIFO, a huge sparse file, a folder where a file belongs, and a
 user's file planted in the run. Targets: every file ldlm reads or writes in a run, the
-``checkpoints`` folder and the checkpoint folders.
+``checkpoints`` folder and the checkpoint folders. Then: a file moved outside and hard-linked
+back (as a ``cp -al`` snapshot shares it: resuming must not write the outside name), a
+mistyped ``meta.json`` field, checkpoint tensors altered with their checksums recomputed (a
+state tensor dropped, an extra model tensor, a NaN weight), absurd numbers (a config field,
+and ``generate --num``/``eval --samples`` of 10**20), and the app's remembered-state file as a
+FIFO or ``/dev/zero`` (read by ``ldlm_tui.state.load_state``).
 
 Three more kinds act on the run and check one promise each (issue 23): ``rm-interrupted``
 SIGKILLs a real ``ldlm runs rm victim`` just before a random one of its unlinks (an audit hook
@@ -76,6 +81,12 @@ KINDS = (
     "huge",
     "folder",
     "planted-user-file",
+    # part two: hard links, typed checkpoint metadata, altered tensors, absurd numbers, FIFO state
+    "hard-link-out",
+    "meta-types",
+    "altered-tensors",
+    "huge-number",
+    "fifo-state",
     # Part three (issue 23): actions rather than damages, each with its own check.
     "rm-interrupted",
     "stop-wrong-pid",
@@ -115,8 +126,16 @@ def env_for(home: Path) -> dict[str, str]:
     return env
 
 
-def run(args: list[str], home: Path, *, timeout: float, mem_mb: int) -> dict:
-    """One `ldlm` command under a timeout and an address-space cap; classified."""
+def run(
+    args: list[str],
+    home: Path,
+    *,
+    timeout: float,
+    mem_mb: int,
+    argv: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> dict:
+    """One `ldlm` command (or ``argv``) under a timeout and an address-space cap; classified."""
 
     def cap() -> None:
         limit = mem_mb << 20
@@ -125,8 +144,8 @@ def run(args: list[str], home: Path, *, timeout: float, mem_mb: int) -> dict:
     t0 = time.monotonic()
     try:
         p = subprocess.run(
-            [*LDLM, *args],
-            env=env_for(home),
+            argv or [*LDLM, *args],
+            env={**env_for(home), **(env or {})},
             stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
@@ -390,6 +409,8 @@ def damage(
             dest.mkdir()
         target.symlink_to(dest)
         return f"symlink-out {target.relative_to(run)} -> outside folder"
+    if kind in PART_TWO:
+        return PART_TWO[kind](rng, run, outside, files, steps)
     target = rng.choice(files)
     if not target.parent.is_dir():
         return f"skipped {target.relative_to(run)} (parent gone)"
@@ -413,6 +434,146 @@ def damage(
     elif kind == "folder":
         target.mkdir()
     return f"{kind} {target.relative_to(run)}"
+
+
+# --------------------------------------------------------------------------- part two
+
+
+def _hard_link_out(rng: random.Random, run: Path, outside: Path, files: list, steps: list) -> str:
+    """Move a file outside and hard-link it back: the run still works, and the outside name
+    (now sharing the file) must be untouched by a resume (copy on first write)."""
+    candidates = [f for f in [*files, run / "train.log"] if f.is_file() and not f.is_symlink()]
+    if not (run / "lock").exists():
+        candidates.append(run / "lock")
+    target = rng.choice(candidates or [run / "lock"])
+    dest = outside / f"linked-{rng.randrange(10**6)}-{target.name}"
+    if target.is_file() and not target.is_symlink():
+        os.rename(target, dest)
+    else:
+        dest.write_text("a file outside every run\n")
+    os.link(dest, target)
+    return f"hard-link-out {target.relative_to(run)}"
+
+
+META_FIELDS = (
+    "data_position",
+    "optimizer",
+    "elapsed_s",
+    "epoch",
+    "tokens_seen",
+    "step",
+    "best_val_bits_per_char",
+    "total_steps",
+    "tied",
+    "extra_keys",
+    "saved_at",
+)
+
+
+def _meta_types(rng: random.Random, run: Path, outside: Path, files: list, steps: list) -> str:
+    metas = [s / "meta.json" for s in steps if (s / "meta.json").is_file()]
+    if not metas:
+        return "skipped meta-types (no meta.json)"
+    target = rng.choice(metas)
+    d = json.loads(target.read_text())
+    key = rng.choice(META_FIELDS)
+    d[key] = rng.choice(WRONG)
+    if key == "data_position" and rng.random() < 0.5:
+        d[key] = {"epoch": "x", "index": -5}
+    target.write_text(json.dumps(d))
+    return f"meta-types {target.relative_to(run)} ({key})"
+
+
+def _altered_tensors(rng: random.Random, run: Path, outside: Path, files: list, steps: list) -> str:
+    """Change a checkpoint's tensors and recompute meta.json's checksums, as an attacker
+    who edits both would: only the tensor checks stand in the way."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    valid = [s for s in steps if all((s / f).is_file() for f in CK_FILES)]
+    if not valid:
+        return "skipped altered-tensors (no intact checkpoint)"
+    ck = rng.choice(valid)
+    how = rng.choice(("drop-rng-noise", "extra-tensor", "nan-weight", "wrong-dtype"))
+    fname = "state.safetensors" if how == "drop-rng-noise" else "model.safetensors"
+    tensors = load_file(str(ck / fname))
+    if how == "drop-rng-noise":
+        tensors.pop("extra.rng_noise", None)
+    elif how == "extra-tensor":
+        tensors["planted.weight"] = torch.zeros(3, 3)
+    else:
+        name = rng.choice(sorted(k for k, t in tensors.items() if t.is_floating_point()))
+        if how == "nan-weight":
+            tensors[name] = tensors[name].clone()
+            tensors[name].view(-1)[0] = float("nan")
+        else:
+            tensors[name] = tensors[name].double()
+    save_file(tensors, str(ck / fname))
+    meta = json.loads((ck / "meta.json").read_text())
+    data = (ck / fname).read_bytes()
+    meta["files"][fname] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    (ck / "meta.json").write_text(json.dumps(meta))
+    return f"altered-tensors {ck.name}/{fname} ({how})"
+
+
+HUGE = (0, -1, 10**20, 2**63, 10**9)
+
+
+def _huge_number(rng: random.Random, run: Path, outside: Path, files: list, steps: list) -> str:
+    """An absurd number in config.json (the huge-number commands run for this one too)."""
+    cfg = run / "config.json"
+    try:
+        d = json.loads(cfg.read_text())
+        section = rng.choice([k for k, v in d.items() if isinstance(v, dict)])
+        key = rng.choice(sorted(k for k, v in d[section].items() if isinstance(v, int)))
+    except (OSError, ValueError, IndexError):
+        return "huge-number (config.json unreadable: commands only)"
+    d[section][key] = rng.choice(HUGE)
+    cfg.write_text(json.dumps(d))
+    return f"huge-number config.json ({section}.{key} = {d[section][key]})"
+
+
+def _fifo_state(rng: random.Random, run: Path, outside: Path, files: list, steps: list) -> str:
+    """The app's remembered-state file (``$LDLM_STATE_DIR/tui-state.json``) made hostile."""
+    state = run.parent.parent.parent / "state"
+    state.mkdir(exist_ok=True)
+    target = state / "tui-state.json"
+    how = rng.choice(("fifo", "dev-zero", "dev-urandom", "huge"))
+    if how == "fifo":
+        os.mkfifo(target)
+    elif how == "huge":
+        target.write_bytes(b'{"theme": "')
+        os.truncate(target, 2 << 30)
+    else:
+        target.symlink_to("/dev/zero" if how == "dev-zero" else "/dev/urandom")
+    return f"fifo-state tui-state.json ({how})"
+
+
+PART_TWO = {
+    "hard-link-out": _hard_link_out,
+    "meta-types": _meta_types,
+    "altered-tensors": _altered_tensors,
+    "huge-number": _huge_number,
+    "fifo-state": _fifo_state,
+}
+HUGE_COMMANDS = [
+    ["generate", "victim", "--num", "99999999999999999999", "--length", "1", "--no-animate"],
+    ["eval", "victim", "--samples", "99999999999999999999", "--device", "cpu"],
+    ["generate", "victim", "--steps", "99999999999999999999", "--no-animate"],
+]
+STATE_PROBE = "from ldlm_tui.state import load_state; load_state()"
+
+
+def part_two_commands(what: list[str], home: Path, t: float, mem_mb: int) -> list[dict]:
+    """The extra commands that the part-two damages call for (absurd numbers, the app's state)."""
+    out = []
+    if any(w.startswith("huge-number") for w in what):
+        out += [run(c, home, timeout=t, mem_mb=mem_mb) for c in HUGE_COMMANDS]
+    if any(w.startswith("fifo-state") for w in what):
+        argv = [sys.executable, "-c", STATE_PROBE]
+        env = {"LDLM_STATE_DIR": str(home.parent / "state")}
+        out.append(run(["state", "load"], home, timeout=t, mem_mb=mem_mb, argv=argv, env=env))
+    return out
 
 
 def one_iteration(i: int, rng: random.Random, template: Path, work: Path, args) -> dict:
@@ -444,6 +605,7 @@ def one_iteration(i: int, rng: random.Random, template: Path, work: Path, args) 
     ]
     with ThreadPoolExecutor(len(cmds)) as pool:
         results = list(pool.map(lambda c: run(c, home, timeout=t, mem_mb=args.mem_mb), cmds))
+    results += part_two_commands(what, home, t, args.mem_mb)
     results.append(
         run(
             ["train", "--resume", "victim", "--max-steps", "6"], home, timeout=t, mem_mb=args.mem_mb

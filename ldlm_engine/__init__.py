@@ -61,6 +61,8 @@ _EXPORTS = {
     "estimate_nll": "evaluation",
     "exact_bound": "config",
     "evaluate_run": "inference",
+    "check_eval_request": "inference",
+    "check_range": "config",
     "event_from_dict": "events",
     "final_frame": "sampling",
     "find_trainer": "run_admin",

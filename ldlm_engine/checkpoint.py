@@ -49,6 +49,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from . import layout as L
+from .checkpoint_checks import APPLY_ERRORS, Fit, check_meta, check_tensors
 from .errors import CheckpointError
 from .fileio import (
     TMP_PREFIX,
@@ -64,6 +65,7 @@ from .layout import LAST_FILE, META_FILE, MODEL_FILE, STATE_FILE, checkpoint_nam
 from .runs import pid_alive
 
 FORMAT_VERSION = 1
+_NO_FIT = Fit()
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -348,10 +350,23 @@ def save_checkpoint(
     return final
 
 
+def _remove_checkpoint_folder(p: Path) -> None:
+    """Delete the files ldlm wrote in a step folder (meta.json first: the folder stops being
+    a checkpoint at once), then the folder only if nothing else is in it (a user's notes)."""
+    for fname in (META_FILE, MODEL_FILE, STATE_FILE):
+        f = p / fname
+        if L.is_real_file(f) or os.path.islink(f):
+            with contextlib.suppress(OSError):
+                os.unlink(f)
+    with contextlib.suppress(OSError):
+        os.rmdir(p)
+
+
 def _remove_entry(p: Path) -> None:
-    """Remove a file, a link (not its target) or a folder tree of ours; nothing if absent."""
+    """Remove a file, a link (not its target) or a checkpoint folder of ours (its files only,
+    see :func:`_remove_checkpoint_folder`); nothing if absent."""
     if L.is_real_dir(p):
-        shutil.rmtree(p)
+        _remove_checkpoint_folder(p)
     elif L.lexists(p):
         os.unlink(p)
 
@@ -439,7 +454,7 @@ def _checked_file(path: Path, fname: str, info: Any, meta_path: Path) -> None:
         raise CheckpointError(f"checkpoint file {p} is damaged or altered (sha256 mismatch)")
 
 
-def _load_folder(path: Path) -> Checkpoint:
+def _load_folder(path: Path, fit: Fit = _NO_FIT) -> Checkpoint:
     if not L.is_real_dir(path):
         if L.lexists(path):
             raise CheckpointError(f"checkpoint {path} is not a folder (a symbolic link?)")
@@ -463,6 +478,9 @@ def _load_folder(path: Path) -> Checkpoint:
             f"checkpoint {path} has format version {version!r}; "
             f"this ldlm reads version {FORMAT_VERSION}"
         )
+    check_meta(meta, path)
+    if fit.config is not None:
+        check_compatible({**meta, "path": str(path)}, fit.config)
     files = meta.get("files")
     if not isinstance(files, dict):
         raise CheckpointError(f"checkpoint {meta_path} lists no files")
@@ -508,21 +526,37 @@ def _load_folder(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"checkpoint {meta_path} is damaged: bad optimizer structure"
         ) from None
+    check_tensors(path, ordered, state_tensors, fit)
     extra = {k[len("extra.") :]: v for k, v in state_tensors.items() if k.startswith("extra.")}
     meta["path"] = str(path)
-    return Checkpoint(ordered, optimizer_state, extra, meta, path, dict(tied))
+    ck = Checkpoint(ordered, optimizer_state, extra, meta, path, dict(tied))
+    if fit.apply is not None:
+        try:
+            fit.apply(ck)
+        except APPLY_ERRORS as e:
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            raise CheckpointError(f"checkpoint {path} is damaged: {reason}") from None
+    return ck
 
 
-def _newest_intact(checkpoints_dir: Path, skip: str) -> Checkpoint | None:
+def _newest_intact(checkpoints_dir: Path, skip: str, fit: Fit) -> Checkpoint | None:
     for _, p in reversed(list_checkpoints(checkpoints_dir)):
         if p.name != skip:
             with contextlib.suppress(CheckpointError):
-                return _load_folder(p)
+                return _load_folder(p, fit)
     return None
 
 
-def load_checkpoint(checkpoints_dir: Path, name: str | None = None) -> Checkpoint:
+def load_checkpoint(
+    checkpoints_dir: Path,
+    name: str | None = None,
+    *,
+    fit: Fit = _NO_FIT,
+) -> Checkpoint:
     """Load and verify a checkpoint (``name=None``/``"last"``: the latest complete one).
+
+    ``fit`` says what the checkpoint is for (the model's tensors, the state the caller needs,
+    the config): one that does not fit is damaged, like one that fails its checksums.
 
     The latest is the one ``last.json`` names. If that one is incomplete, the newest intact
     checkpoint is loaded instead and ``Checkpoint.note`` says so; if its files were altered
@@ -538,20 +572,20 @@ def load_checkpoint(checkpoints_dir: Path, name: str | None = None) -> Checkpoin
             name = checkpoint_name(int(name))
         if L.parse_step(name) is None:
             raise CheckpointError(f"no checkpoint named {name!r} (use step-N or N)")
-        return _load_folder(checkpoints_dir / name)
+        return _load_folder(checkpoints_dir / name, fit)
     last = read_last(checkpoints_dir)
     if last is not None:
         try:
-            return _load_folder(checkpoints_dir / last["name"])
+            return _load_folder(checkpoints_dir / last["name"], fit)
         except IncompleteCheckpoint as e:
-            ck = _newest_intact(checkpoints_dir, last["name"])
+            ck = _newest_intact(checkpoints_dir, last["name"], fit)
             if ck is None:
                 raise
             ck.fallback_from = last["name"]
             ck.note = f"{e}; loaded {ck.path.name}, the newest intact checkpoint, instead"
             return ck
         except CheckpointError as e:
-            ck = _newest_intact(checkpoints_dir, last["name"])
+            ck = _newest_intact(checkpoints_dir, last["name"], fit)
             if ck is None:
                 raise
             raise CheckpointError(
@@ -565,7 +599,7 @@ def load_checkpoint(checkpoints_dir: Path, name: str | None = None) -> Checkpoin
     first_error: CheckpointError | None = None
     for _, p in reversed(candidates):
         try:
-            ck = _load_folder(p)
+            ck = _load_folder(p, fit)
         except CheckpointError as e:
             first_error = first_error or e
             continue
@@ -597,7 +631,7 @@ def prune_checkpoints(checkpoints_dir: Path, keep: int) -> list[Path]:
     for _, p in complete[: max(0, len(complete) - keep)]:
         if p.name == protected:
             continue
-        shutil.rmtree(p, ignore_errors=True)
+        _remove_checkpoint_folder(p)
         removed.append(p)
     try:
         names = os.listdir(checkpoints_dir)

@@ -51,6 +51,14 @@ MAX_SEQ_LEN = 65_536
 MAX_VOCAB = 1_000_000
 MAX_D_MODEL = 16_384
 MAX_LAYERS = 256
+MAX_STEPS = 10**12  # optimizer steps, warm-up and cadences: decades of training, not 2**63
+MAX_EPOCHS = 1_000_000
+MAX_SAMPLE_STEPS = 100_000  # model calls per sample, as many as the uniform process's T
+# Per-command numbers (named in each flag's --help): generate --num, eval --samples. The
+# evaluation holds windows x samples float64 terms, so their product is bounded as well.
+MAX_NUM = 10_000
+MAX_EVAL_SAMPLES = 1_000
+MAX_EVAL_TERMS = 20_000_000  # 160 MB of terms
 # Each limit above alone still allows a model of ~10**12 weights (terabytes); this caps their
 # product, far above the largest preset (~110M) and anything this toolkit trains.
 MAX_PARAMETERS = 10_000_000_000
@@ -107,6 +115,8 @@ class DataConfig:
     bpe_vocab_size: int = 2048
     word_min_count: int = 1
     val_fraction: float = 0.1
+    # Larger corpora are refused from their size before reading (1..1,000,000 MiB).
+    max_corpus_mb: int = 1024
 
 
 @dataclass
@@ -267,6 +277,12 @@ def _coerce(name: str, value: Any, typ: Any) -> Any:
     return value
 
 
+def check_range(name: str, value: int | None, lo: int, hi: int) -> None:
+    """Refuse a count outside ``lo..hi`` in one line, before anything is allocated."""
+    if value is not None and not lo <= value <= hi:
+        raise ConfigError(f"{name} must be at least {lo} and at most {hi:,}; got {value}")
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
@@ -310,8 +326,9 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 < p.eps < 1.0, "process.eps must be in (0, 1)")
     _choice("data.tokenizer", d.tokenizer, TOKENIZERS)
     _check(64 <= d.bpe_vocab_size <= MAX_VOCAB, "data.bpe_vocab_size must be in 64..1000000")
-    _check(d.word_min_count >= 1, "data.word_min_count must be at least 1")
+    _check(1 <= d.word_min_count <= 10**9, "data.word_min_count must be in 1..10**9")
     _check(0.0 < d.val_fraction < 0.5, "data.val_fraction must be in (0, 0.5)")
+    _check(1 <= d.max_corpus_mb <= 1_000_000, "data.max_corpus_mb must be in 1..1000000")
     _check(d.source != "", "data.source must not be empty")
     _check(1 <= t.batch_size <= 65_536, "train.batch_size must be in 1..65536")
     _check(0.0 < t.lr < 10.0, "train.lr must be in (0, 10)")
@@ -319,13 +336,15 @@ def validate(cfg: RunConfig) -> None:
     _choice("train.lr_schedule", t.lr_schedule, LR_SCHEDULES)
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.device", t.device, DEVICES)
-    _check(t.weight_decay >= 0, "train.weight_decay must be >= 0")
+    _check(0 <= t.weight_decay <= 10, "train.weight_decay must be in [0, 10]")
     _check(0 <= t.beta1 < 1 and 0 <= t.beta2 < 1, "train.beta1/beta2 must be in [0, 1)")
-    _check(t.warmup_steps >= 0, "train.warmup_steps must be >= 0")
+    _check(0 <= t.warmup_steps <= MAX_STEPS, "train.warmup_steps must be in 0..10**12")
     _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]")
-    _check(t.grad_clip >= 0, "train.grad_clip must be >= 0 (0 = off)")
+    _check(0 <= t.grad_clip <= 1e6, "train.grad_clip must be in [0, 1e6] (0 = off)")
     _check(t.epochs is None or t.epochs >= 1, "train.epochs must be at least 1")
+    _check(t.epochs is None or t.epochs <= MAX_EPOCHS, f"train.epochs must be in 1..{MAX_EPOCHS}")
     _check(t.max_steps is None or t.max_steps >= 1, "train.max_steps must be at least 1")
+    _check(t.max_steps is None or t.max_steps <= MAX_STEPS, "train.max_steps must be in 1..10**12")
     _check(
         t.epochs is not None or t.max_steps is not None,
         "set train.epochs or train.max_steps (or both)",
@@ -338,18 +357,21 @@ def validate(cfg: RunConfig) -> None:
         "sample_every_epochs",
         "checkpoint_every",
     ):
-        _check(getattr(t, name) >= 0, f"train.{name} must be >= 0")
-    _check(t.eval_tokens >= 1, "train.eval_tokens must be >= 1")
+        _check(0 <= getattr(t, name) <= MAX_STEPS, f"train.{name} must be in 0..10**12")
+    _check(1 <= t.eval_tokens <= 10**9, "train.eval_tokens must be in 1..10**9")
     _check(1 <= t.eval_samples <= 1000, "train.eval_samples must be in 1..1000")
     _check(1 <= t.sample_length <= MAX_SEQ_LEN, "train.sample_length is out of range")
     _check(t.sample_temperature >= 0, "train.sample_temperature must be >= 0")
-    _check(t.keep_checkpoints >= 1, "train.keep_checkpoints must be at least 1")
+    _check(1 <= t.keep_checkpoints <= 10_000, "train.keep_checkpoints must be in 1..10000")
     _check(t.init_step >= 0, "train.init_step must be >= 0")
     _check(s.sampler == "auto" or s.sampler in SAMPLERS, f"unknown sampler {s.sampler!r}")
     _check(1 <= s.length <= MAX_SEQ_LEN, f"sample.length must be in 1..{MAX_SEQ_LEN}")
-    _check(s.steps >= 0, "sample.steps must be >= 0")
+    _check(
+        0 <= s.steps <= MAX_SAMPLE_STEPS,
+        f"sample.steps must be in 0..{MAX_SAMPLE_STEPS} (0 = auto)",
+    )
     _check(s.temperature >= 0, "sample.temperature must be >= 0")
-    _check(s.block_length >= 0, "sample.block_length must be >= 0")
+    _check(0 <= s.block_length <= MAX_SEQ_LEN, f"sample.block_length must be in 0..{MAX_SEQ_LEN}")
     _check(0 < s.threshold <= 1, "sample.threshold must be in (0, 1]")
     _check(0 < s.top_p <= 1, "sample.top_p must be in (0, 1]")
     _check(s.top_k >= 0, "sample.top_k must be >= 0 (0 = off)")
@@ -381,7 +403,7 @@ def validate(cfg: RunConfig) -> None:
                 _check(math.isfinite(v), f"{section_name}.{f.name} must be finite; got {v}")
             elif isinstance(v, int):
                 _check(abs(v) < 2**63, f"{section_name}.{f.name} is out of range; got {v}")
-    _check(p.block_size >= 1, "process.block_size must be at least 1")
+    _check(1 <= p.block_size <= MAX_SEQ_LEN, f"process.block_size must be in 1..{MAX_SEQ_LEN}")
     _choice("process.block_masking", p.block_masking, BLOCK_MASKINGS)
     _check(0.0 <= p.block_warmup <= 1.0, "process.block_warmup must be in [0, 1]")
     _check(0.0 <= p.ar_loss <= 10.0, "process.ar_loss must be in [0, 10]")

@@ -13,6 +13,7 @@ corpus gives the same tokens on every platform.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import urllib.error
@@ -21,12 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import DataError
-from .fileio import atomic_write_bytes
+from .fileio import atomic_write_bytes, read_bounded
+from .layout import expand_user
 
 # A NUL byte among the first bytes is the cheapest reliable sign of a binary file.
 _SNIFF_BYTES = 8192
 # Cap downloads so a wrong URL override cannot fill the disk.
 _MAX_DOWNLOAD_BYTES = 512 * 1024 * 1024
+MAX_CORPUS_MB = 1024  # default data.max_corpus_mb: a corpus takes several times its size in RAM
 
 
 @dataclass
@@ -86,16 +89,19 @@ def list_corpora() -> list[tuple[str, str]]:
     return out
 
 
-def load_corpus(spec: str, *, offline: bool = False) -> Corpus:
+def load_corpus(spec: str, *, offline: bool = False, max_mb: int = MAX_CORPUS_MB) -> Corpus:
     """Resolve ``spec`` (``builtin``, a named corpus, a file or a folder) to normalised text.
 
-    Names win over same-named paths; write ``./shakespeare`` to mean a local file.
+    Names win over same-named paths; write ``./shakespeare`` to mean a local file. A file or
+    folder larger than ``max_mb`` MiB (``data.max_corpus_mb``, ``--max-corpus-mb``) is
+    refused from its size before anything is read: a sparse 10 GB file costs one line.
     """
+    limit = int(max_mb) << 20
     if spec == "builtin":
         return _load_builtin()
     if spec in NAMED_CORPORA:
         return _load_named(spec, offline=offline)
-    path = Path(spec).expanduser()
+    path = expand_user(spec)  # ~nouser: one line
     try:
         is_dir = path.is_dir()
         exists = is_dir or path.exists()
@@ -105,8 +111,8 @@ def load_corpus(spec: str, *, offline: bool = False) -> Corpus:
         names = ", ".join(["builtin", *NAMED_CORPORA])
         raise DataError(f"no such file, folder or corpus: {spec} (named corpora: {names})")
     if is_dir:
-        return _load_folder(path)
-    text = _read_text_file(path)
+        return _load_folder(path, limit)
+    text = _read_text_file(path, limit)
     _check_not_empty(text, path)
     return Corpus(name=path.name, text=text, source=str(path.resolve()))
 
@@ -175,7 +181,7 @@ def _download(name: str, url: str, *, offline: bool) -> bytes:
     return data
 
 
-def _load_folder(folder: Path) -> Corpus:
+def _load_folder(folder: Path, limit: int) -> Corpus:
     files = []
     for root, dirs, names in os.walk(folder, followlinks=False):
         dirs.sort()
@@ -183,28 +189,54 @@ def _load_folder(folder: Path) -> Corpus:
     files = sorted(f for f in files if f.is_file())
     if not files:
         raise DataError(f"folder {folder} has no .txt files")
-    texts = [_read_text_file(f) for f in files]
+    total = 0
+    for f in files:  # the sizes first: nothing is read from a folder over the limit
+        with contextlib.suppress(OSError):
+            total += f.stat().st_size
+    if total > limit:
+        raise _too_large(folder, total, limit)
+    texts = [_read_text_file(f, limit) for f in files]
     text = "\n\n".join(texts)
     del texts
     _check_not_empty(text, folder)
     return Corpus(name=folder.name or str(folder), text=text, source=str(folder.resolve()))
 
 
-def _read_text_file(path: Path) -> str:
+def _too_large(path: Path, size: int, limit: int) -> DataError:
+    return DataError(
+        f"{path} is {size / (1 << 20):,.0f} MiB, more than the corpus limit of "
+        f"{limit >> 20:,} MiB; raise it with --max-corpus-mb (data.max_corpus_mb)"
+    )
+
+
+def _read_text_file(path: Path, limit: int) -> str:
+    # A FIFO or a device (/dev/zero) would block or never end: only regular files, and the
+    # size is checked before reading (the user's own link to a file is followed).
     try:
-        # A FIFO or a device (/dev/zero) would block or never end: only regular files.
-        if path.exists() and not path.is_dir() and not path.is_file():
-            raise DataError(f"{path} is not a regular file, expected a text file")
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise DataError(f"no such file: {path}") from None
-    except PermissionError:
-        raise DataError(f"cannot read {path}: permission denied") from None
-    except IsADirectoryError:
-        raise DataError(f"{path} is a folder, expected a text file") from None
+        if path.is_dir():
+            raise DataError(f"{path} is a folder, expected a text file")
+        raw = read_bounded(path.resolve(), limit)
+    except RuntimeError:  # a symlink loop
+        raise DataError(f"cannot read {path}: too many levels of symbolic links") from None
     except OSError as e:
-        raise DataError(f"cannot read {path}: {e.strerror}") from None
+        raise _read_error(path, e, limit) from None
     return _decode(raw, path)
+
+
+def _read_error(path: Path, e: OSError, limit: int) -> DataError:
+    if e.errno == errno.EFBIG:
+        try:
+            size = path.stat().st_size
+        except OSError:
+            size = limit + 1
+        return _too_large(path, size, limit)
+    reasons = {
+        errno.EINVAL: f"{path} is not a regular file, expected a text file",
+        errno.ENOENT: f"no such file: {path}",
+        errno.EACCES: f"cannot read {path}: permission denied",
+        errno.EISDIR: f"{path} is a folder, expected a text file",
+    }
+    return DataError(reasons.get(e.errno or 0, f"cannot read {path}: {e.strerror}"))
 
 
 def _decode(raw: bytes, path: Path) -> str:

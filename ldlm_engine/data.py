@@ -147,13 +147,24 @@ class Batcher:
             self._cached_epoch = epoch
         return self._offset, self._perm
 
-    def next_batch(self) -> torch.Tensor:
-        """This rank's next ``[batch_size, seq_len]`` int64 batch."""
+    @property
+    def windows_done(self) -> int:
+        """Windows consumed so far, over all epochs and ranks."""
+        return self._epoch * self.n_windows + self._index
+
+    def next_batch(self, limit: int | None = None) -> torch.Tensor:
+        """This rank's next ``[batch_size, seq_len]`` int64 batch.
+
+        ``limit`` caps the global batch (a last, smaller batch that ends an epoch budget
+        exactly); rows past it are not taken, so a rank may get fewer (single process only).
+        """
         lo = self.rank * self.batch_size
         hi = lo + self.batch_size
         starts: list[np.ndarray] = []
         pos = 0  # position within the global batch
-        need = self.global_batch_size
+        need = (
+            self.global_batch_size if limit is None else max(1, min(limit, self.global_batch_size))
+        )
         while pos < need:
             take = min(need - pos, self.n_windows - self._index)
             a, b = max(lo, pos), min(hi, pos + take)

@@ -381,7 +381,12 @@ def continuation(
     total = len(ids)
     n_gen = total - n_prompt
     text = list(ids)
-    unseen = max(0, n_prompt - window // 2) if n_prompt >= window else 0
+    # Prompt tokens before the first window's context are never read (the loop below reads
+    # c tokens before position n_prompt first, and only later text after that).
+    unseen = 0
+    if n_prompt >= window:
+        g0 = min(n_gen, window - window // 2)
+        unseen = n_prompt - min(n_prompt, window - g0)
     yield first_frame(ids, [i < n_prompt for i in range(total)], unseen)
     step = nfe = 0
     pos = n_prompt

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import check_compatible, load_checkpoint
-from .config import RunConfig
+from .checkpoint import load_checkpoint
+from .checkpoint_checks import Fit, model_spec
+from .config import MAX_EVAL_SAMPLES, MAX_EVAL_TERMS, RunConfig, check_range
 from .corpora import load_corpus
 from .data import count_chars, encode_corpus, eval_windows
-from .errors import CheckpointError, DataError
+from .errors import CheckpointError, ConfigError, DataError
 from .evaluation import BoundEstimate, estimate_nll
 from .model import DiffusionTransformer
 from .processes import NoiseProcess
@@ -51,17 +52,18 @@ def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:
         )
     dev = resolve_device(device)
     model, process = build_model(config, tokenizer)
-    ck = load_checkpoint(rd.checkpoints_dir)
-    check_compatible(ck.meta, config.to_dict())
-    try:
-        model.load_state_dict(ck.model_state)
-    except RuntimeError as e:
-        raise CheckpointError(
-            f"checkpoint {ck.path} does not fit the run's model: {str(e).splitlines()[0]}"
-        ) from None
+    ck = load_checkpoint(rd.checkpoints_dir, fit=Fit(model_spec(model), (), config.to_dict()))
+    model.load_state_dict(ck.model_state)  # names, shapes and dtypes checked above
     model.to(dev).eval()
     process.to(dev)
     return LoadedRun(rd, config, tokenizer, model, process, ck.step, dev, ck.note)
+
+
+def check_eval_request(samples: int | None, max_tokens: int | None) -> None:
+    """Refuse an evaluation's counts before the run loads (ConfigError, one line):
+    ``samples`` in 1..MAX_EVAL_SAMPLES, ``max_tokens`` in 1..10**9 (None: the defaults)."""
+    check_range("--samples", samples, 1, MAX_EVAL_SAMPLES)
+    check_range("--max-tokens", max_tokens, 1, 10**9)
 
 
 def evaluate_run(
@@ -76,10 +78,12 @@ def evaluate_run(
 
     Characters are those of the tokens evaluated (at most ``max_tokens``), counted exactly.
     """
+    check_eval_request(samples, max_tokens)
     cfg = loaded.config
     seq_len = cfg.model.seq_len
     max_tokens = max_tokens or max(cfg.train.eval_tokens, 65_536)
-    text = load_corpus(cfg.data.source if data is None else data).text
+    source = cfg.data.source if data is None else data
+    text = load_corpus(source, max_mb=cfg.data.max_corpus_mb).text
     if data is None:
         _, splits = prepare_data(cfg, loaded.tokenizer, text)
         val, start = splits.val, int(splits.train.numel())
@@ -90,13 +94,19 @@ def evaluate_run(
                 f"{data} is shorter than one sequence ({val.numel()} < {seq_len} tokens)"
             )
     windows = eval_windows(val, seq_len, max_tokens)
+    samples = samples or max(4, cfg.train.eval_samples)
+    if windows.shape[0] * samples > MAX_EVAL_TERMS:
+        raise ConfigError(
+            f"{windows.shape[0]:,} windows x {samples} samples is more than {MAX_EVAL_TERMS:,} "
+            "terms; lower --samples or --max-tokens"
+        )
     chars = count_chars(loaded.tokenizer, text, start, windows, start + int(val.numel()))
     return estimate_nll(
         loaded.model,
         loaded.process,
         windows,
         chars_per_token=chars / windows.numel(),
-        samples=samples or max(4, cfg.train.eval_samples),
+        samples=samples,
         batch_size=max(64, cfg.train.batch_size),
         seed=seed,
         device=loaded.device,

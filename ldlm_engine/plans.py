@@ -21,6 +21,7 @@ from .config import RunConfig, adapt_process, apply_overrides, get_preset, load_
 from .corpora import list_corpora, load_corpus
 from .errors import ConfigError, RunError
 from .fileio import atomic_write_json
+from .layout import expand_user
 from .runs import RunDir, discard_new_run, resolve_run
 
 LAYERS = ("preset", "user config.toml", "--config file", "explicit choices")
@@ -70,7 +71,7 @@ def _read_layers(config_file: str | Path | None) -> list[tuple[Path, dict[str, A
     if user.is_file():
         layers.append((user, load_config_file(user)))
     if config_file is not None:
-        path = Path(config_file).expanduser()
+        path = expand_user(str(config_file))
         layers.append((path, load_config_file(path)))
     return layers
 
@@ -154,7 +155,7 @@ def build_run_config(choices: RunChoices) -> RunConfig:
     named = {n for n, _ in list_corpora()}
     if cfg.data.source not in named:
         # Absolute, so the run can be resumed or evaluated from any folder.
-        cfg.data.source = str(Path(cfg.data.source).expanduser().resolve())
+        cfg.data.source = str(expand_user(cfg.data.source).resolve())
     return cfg
 
 
@@ -202,10 +203,10 @@ def plan_run(choices: RunChoices) -> RunPlan:
     from .runtime import prepare_data, resolve_device
 
     resolve_device(cfg.train.device)
-    text = load_corpus(cfg.data.source).text
+    text = load_corpus(cfg.data.source, max_mb=cfg.data.max_corpus_mb).text
     tok = source_tokenizer(cfg) if cfg.train.init_from else None
     data = prepare_data(cfg, tok, text=text)
-    run_dir = Path(choices.run_dir).expanduser() if choices.run_dir is not None else None
+    run_dir = expand_user(str(choices.run_dir)) if choices.run_dir is not None else None
     return RunPlan(cfg, text, data, choices.name, run_dir, ddp_rank())
 
 
@@ -250,6 +251,7 @@ def plan_resume(
     epochs: int | None = None,
     device: str | None = None,
     cadences: Mapping[str, int | None] | None = None,
+    max_corpus_mb: int | None = None,
 ) -> ResumePlan:
     """Check that ``run`` may continue here, with which settings (LdlmError if it may not).
 
@@ -269,6 +271,8 @@ def plan_resume(
             cfg.train.max_steps = None
     if device is not None:
         cfg.train.device = device
+    if max_corpus_mb is not None:  # the corpus may have grown past its limit
+        cfg.data.max_corpus_mb = max_corpus_mb
     for key, value in (cadences or {}).items():
         if value is not None:
             setattr(cfg.train, key, value)
@@ -276,7 +280,7 @@ def plan_resume(
     step = rd.latest_checkpoint_step() or 0
     changed = cfg.to_dict() != before
     if rank != 0:
-        text = load_corpus(cfg.data.source).text
+        text = load_corpus(cfg.data.source, max_mb=cfg.data.max_corpus_mb).text
         return ResumePlan(rd, cfg, step, _has_tokenizer(rd), changed, text, rank)
     if rd.is_locked():
         pid = rd.read_status().get("pid", "?")
@@ -299,7 +303,9 @@ def plan_resume(
             f"run {rd.name} already finished at step {step}; pass --max-steps N or --epochs N "
             "to train further"
         )
-    text = load_corpus(cfg.data.source).text  # still there, before anything changes
+    text = load_corpus(
+        cfg.data.source, max_mb=cfg.data.max_corpus_mb
+    ).text  # still there, before anything changes
     return ResumePlan(rd, cfg, step, _has_tokenizer(rd), changed, text, rank)
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import errno
 import fcntl
 import json
 import os
@@ -53,7 +52,9 @@ from .errors import ConfigError, RunError
 from .fileio import (
     atomic_write_json,
     describe_error,
+    lock_own,
     open_nofollow,
+    open_own,
     read_bounded,
     read_json_bounded,
     read_tail,
@@ -351,20 +352,15 @@ class RunDir:
         if self._lock_fd is not None:
             return
         try:
-            fd = open_nofollow(self.lock_path, os.O_RDWR | os.O_CREAT)
-        except OSError as e:  # a symlink planted as the lock must not be truncated
-            raise RunError(
-                f"cannot lock run {self.name}: {self.lock_path} {describe_error(e)}"
-            ) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                raise RunError(f"cannot lock run {self.name}: {e.strerror}") from None
+            fd = lock_own(self.lock_path)
+        except BlockingIOError:
             pid = self._lock_pid()
             raise RunError(
                 f"run {self.name} is being trained by another process (pid {pid or '?'})"
+            ) from None
+        except OSError as e:  # a symlink planted as the lock must not be truncated
+            raise RunError(
+                f"cannot lock run {self.name}: {self.lock_path} {describe_error(e)}"
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
@@ -426,7 +422,8 @@ class RunDir:
 
     def _open_metrics(self) -> int:
         if self._metrics_fd is None:
-            fd = open_nofollow(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
+            # Never through a link: a hard-linked log (a `cp -al` snapshot) is copied first.
+            fd = open_own(self.metrics_path, os.O_RDWR | os.O_APPEND | os.O_CREAT)
             # A writer killed mid-line left a fragment: end it so our first line stays intact.
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":

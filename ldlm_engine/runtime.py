@@ -77,7 +77,7 @@ def prepare_data(
 ) -> tuple[Tokenizer, TokenSplits]:
     """Load the corpus, build (or reuse) the tokenizer, encode and split."""
     if text is None:
-        text = load_corpus(cfg.data.source).text
+        text = load_corpus(cfg.data.source, max_mb=cfg.data.max_corpus_mb).text
     if tokenizer is None:
         tokenizer = build_tokenizer(
             cfg.data.tokenizer,

@@ -33,12 +33,13 @@ import torch
 
 from .adaptation import load_init_weights, source_tokenizer
 from .checkpoint import (
-    check_compatible,
+    Checkpoint,
     checkpoint_meta,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
+from .checkpoint_checks import Fit, model_spec
 from .config import RunConfig, training_phase
 from .corpora import load_corpus
 from .data import Batcher, count_chars, eval_windows
@@ -80,6 +81,16 @@ def _write_error(e: BaseException) -> RunError | None:
     if isinstance(where, str) and os.path.basename(where).startswith(".tmp-"):
         where = os.path.dirname(where)  # an atomic write's temporary file: name the folder
     return RunError(f"cannot write {where}: {e.strerror or e}; training stopped")
+
+
+def _check_optimizer_shapes(optimizer: torch.optim.Optimizer) -> None:
+    """Adam's moments must match their parameters (``load_state_dict`` does not check; a
+    wrong shape would only fail at the next step). Raises ValueError."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            for v in optimizer.state.get(p, {}).values():
+                if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape != p.shape:
+                    raise ValueError("its optimizer state does not fit the model's parameters")
 
 
 class Trainer:
@@ -173,7 +184,7 @@ class Trainer:
         else:
             if self._text is None and cfg.data.tokenizer != "char":
                 # Read once here: the exact characters per evaluated token need the text too.
-                self._text = load_corpus(cfg.data.source).text
+                self._text = load_corpus(cfg.data.source, max_mb=cfg.data.max_corpus_mb).text
             self.tokenizer, self.splits = prepare_data(cfg, tok, self._text)
         torch.manual_seed(cfg.train.seed)  # same initial weights on every rank and every rerun
         self.model, self.process = build_model(cfg, self.tokenizer)
@@ -234,9 +245,18 @@ class Trainer:
         plans = []
         if t.max_steps is not None:
             plans.append(t.max_steps)
-        if t.epochs is not None:
-            plans.append(t.epochs * self.batcher.steps_per_epoch)
+        if t.epochs is not None:  # the steps that cover exactly that many epochs' windows
+            windows = t.epochs * self.batcher.n_windows
+            plans.append(-(-windows // self.batcher.global_batch_size))
         return max(1, min(plans))
+
+    def _epoch_windows_left(self) -> int | None:
+        """Windows left in an epoch budget, so the last batch stops exactly at the end of
+        ``train.epochs`` (one process; DDP ranks keep whole batches: at most one over)."""
+        t = self.cfg.train
+        if t.epochs is None or self.world_size > 1:
+            return None
+        return t.epochs * self.batcher.n_windows - self.batcher.windows_done
 
     # ------------------------------------------------------------------ checkpoints
     def _extra_tensors(self) -> dict[str, torch.Tensor]:
@@ -273,19 +293,29 @@ class Trainer:
 
     def _load_state(self) -> None:
         assert self.run_dir is not None
+        fit = Fit(
+            model_spec(self.model), ("rng_torch", "rng_noise"), self.cfg.to_dict(), self._apply
+        )
         try:
-            ck = load_checkpoint(self.run_dir.checkpoints_dir)
+            ck = load_checkpoint(self.run_dir.checkpoints_dir, fit=fit)
         except CheckpointError:
             if self.run_dir.latest_checkpoint_step() is None:
                 return  # stopped before its first checkpoint: start from scratch
             raise
-        check_compatible(ck.meta, self.cfg.to_dict())
         self.load_note = ck.note  # the newest checkpoint was incomplete: say which one loaded
-        self.model.load_state_dict(ck.model_state)
+
+    def _apply(self, ck: Checkpoint) -> None:
+        """Put a verified checkpoint to use; raises (an APPLY_ERRORS type, or CheckpointError)
+        when it does not fit, so that load_checkpoint treats it as damaged."""
+        self.model.load_state_dict(ck.model_state)  # names, shapes and dtypes checked
         if ck.optimizer_state is not None:
             self.optimizer.load_state_dict(ck.optimizer_state)
+            _check_optimizer_shapes(self.optimizer)
         self.step = ck.step
-        self.batcher.load_state_dict(ck.meta["data_position"])
+        position = ck.meta.get("data_position")
+        if not isinstance(position, dict):
+            raise CheckpointError(f"checkpoint {ck.path} is damaged: no data position")
+        self.batcher.load_state_dict(position)
         torch.set_rng_state(ck.extra_tensors["rng_torch"])
         try:
             self.noise_gen.set_state(ck.extra_tensors["rng_noise"])
@@ -293,7 +323,7 @@ class Trainer:
             self.noise_gen.manual_seed(self.cfg.train.seed * 1_000_003 + 17 + self.step)
         if "rng_cuda" in ck.extra_tensors and self.device.type == "cuda":
             torch.cuda.set_rng_state(ck.extra_tensors["rng_cuda"], self.device)
-        self.elapsed_before = float(ck.meta.get("elapsed_s", 0.0))
+        self.elapsed_before = float(ck.meta.get("elapsed_s", 0.0))  # typed by check_meta
         self.tokens_seen = int(ck.meta.get("tokens_seen", 0))
         self.best_val_bpc = ck.meta.get("best_val_bits_per_char")
 
@@ -302,7 +332,7 @@ class Trainer:
         """Exact characters per token of the evaluated windows (see ``data.count_chars``)."""
         text = self._text
         if text is None and self.tokenizer.kind != "char":  # char: one token per character
-            text = load_corpus(self.cfg.data.source).text
+            text = load_corpus(self.cfg.data.source, max_mb=self.cfg.data.max_corpus_mb).text
         n_train = int(self.splits.train.numel())
         total = n_train + int(self.splits.val.numel())
         chars = count_chars(self.tokenizer, text or "", n_train, self.eval_set, total)
@@ -495,7 +525,9 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             epoch_before = self.batcher.epoch
-            x0 = self.batcher.next_batch().to(self.device, non_blocking=True)
+            x0 = self.batcher.next_batch(self._epoch_windows_left()).to(
+                self.device, non_blocking=True
+            )
             self.process.progress = self.step / self.total_steps  # for block_warmup
             with self._amp():
                 loss = self.process.loss(model, x0, self.noise_gen)

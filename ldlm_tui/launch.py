@@ -19,26 +19,39 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
-from ldlm_engine.fileio import open_nofollow
+from ldlm_engine.errors import RunError
+from ldlm_engine.fileio import describe_error, open_own
 
 
-def spawn_detached(argv: list[str], log_path: Path) -> int:
+def spawn_detached(argv: list[str], log_path: Path, before_start: Any = None) -> int:
     """Run ``ldlm *argv`` in a new session, detached from this terminal; return its pid.
 
     ``argv`` is the argument list after ``ldlm`` (e.g. ``["train", "--resume", "/runs/x"]``).
     The child is ``sys.executable -m ldlm_tui.cli`` (the same interpreter and environment),
     with stdin from ``/dev/null`` and stdout/stderr appended to ``log_path`` (created, with its
-    parent folder, if needed). It does not wait for the child to finish; a daemon thread
-    reaps it if it ends while this process still runs.
+    parent folder, if needed; ``RunError`` when it is a symlink or not a file, before
+    ``before_start()`` runs, so a refused log changes nothing). It does not wait for the
+    child to finish; a daemon thread reaps it if it ends while this process still runs.
     """
     log_path = Path(log_path)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"  # every log line reaches train.log at once
     env.pop("COLUMNS", None)
-    # Never through a symlink planted in a run folder (it could point anywhere).
-    fd = open_nofollow(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    # Never through a symlink planted in a run folder (it could point anywhere), and never
+    # into a file shared by hard link (a `cp -al` snapshot): that one is copied first.
+    try:
+        fd = open_own(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+    except OSError as e:
+        raise RunError(f"cannot write {log_path}: {describe_error(e)}") from None
+    if before_start is not None:
+        try:
+            before_start()
+        except BaseException:
+            os.close(fd)
+            raise
     with os.fdopen(fd, "ab", buffering=0) as log, open(os.devnull, "rb") as devnull:
         proc = subprocess.Popen(
             [sys.executable, "-m", "ldlm_tui.cli", *argv],
@@ -55,7 +68,7 @@ def spawn_detached(argv: list[str], log_path: Path) -> int:
     return proc.pid
 
 
-def spawn_training(run_dir: str | Path) -> int:
+def spawn_training(run_dir: str | Path, before_start: Any = None) -> int:
     """Train (or continue) the run at ``run_dir`` in the background; returns the child's pid.
 
     The run directory must already hold ``config.json`` (``RunDir.create`` writes it): a run
@@ -64,7 +77,7 @@ def spawn_training(run_dir: str | Path) -> int:
     child, which then exits with a one-line error in the log).
     """
     path = Path(run_dir).expanduser().resolve()
-    return spawn_detached(["train", "--resume", str(path)], path / "train.log")
+    return spawn_detached(["train", "--resume", str(path)], path / "train.log", before_start)
 
 
 __all__ = ["spawn_detached", "spawn_training"]

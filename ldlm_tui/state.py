@@ -2,13 +2,13 @@
 
 One small JSON file in the platform's user state folder (``$LDLM_STATE_DIR`` overrides it, so
 tests and scripts can keep their own). It is a convenience, never a requirement: a missing,
-unreadable or damaged file reads as empty, and a failed write is ignored. Writes are atomic
-(a temporary file renamed over the old one), so a crash never leaves half a file behind.
+unreadable or damaged file (a FIFO, a device, a huge or deeply nested file) reads as empty,
+and a failed write is ignored. Writes are atomic (a temporary file renamed over the old one),
+so a crash never leaves half a file behind.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,10 @@ def state_path() -> Path:
     """``$LDLM_STATE_DIR/tui-state.json``, else the platform's user state folder for ldlm."""
     d = os.environ.get("LDLM_STATE_DIR")
     if d:
-        return Path(d).expanduser() / STATE_FILE
+        try:
+            return Path(d).expanduser() / STATE_FILE
+        except RuntimeError:  # ~nouser
+            return Path(d) / STATE_FILE
     import platformdirs
 
     return Path(platformdirs.user_state_dir("ldlm")) / STATE_FILE
@@ -29,12 +32,11 @@ def state_path() -> Path:
 
 def load_state() -> dict[str, Any]:
     """The remembered state, or ``{}`` when there is none or it cannot be trusted."""
-    path = state_path()
-    try:
-        if path.stat().st_size > MAX_BYTES:
-            return {}
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+    from ldlm_engine.fileio import read_json_bounded
+
+    try:  # the engine's reader: a FIFO never blocks the app's start, /dev/zero is refused
+        data = read_json_bounded(state_path().resolve(), MAX_BYTES)  # a dotfile link is fine
+    except (OSError, ValueError, RuntimeError):
         return {}
     if not isinstance(data, dict):
         return {}

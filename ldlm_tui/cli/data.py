@@ -35,6 +35,9 @@ def data_inspect(
     bpe_vocab_size: int | None = typer.Option(
         None, "--bpe-vocab-size", help="BPE vocabulary size (default: 2048)."
     ),
+    max_corpus_mb: int | None = typer.Option(
+        None, "--max-corpus-mb", metavar="MIB", help="Largest corpus read (default 1024)."
+    ),
 ) -> None:
     """Size, characters, vocabulary and token counts per tokenizer, and split sizes."""
     E = _engine()
@@ -43,8 +46,10 @@ def data_inspect(
         cfg.model.seq_len = seq_len
     if bpe_vocab_size is not None:
         cfg.data.bpe_vocab_size = bpe_vocab_size
+    if max_corpus_mb is not None:
+        cfg.data.max_corpus_mb = max_corpus_mb
     cfg.validate()
-    corpus = E.load_corpus(spec)
+    corpus = E.load_corpus(spec, max_mb=cfg.data.max_corpus_mb)
     text = corpus.text
     nbytes = len(text.encode("utf-8"))
     lines = text.count("\n") + (1 if text and not text.endswith("\n") else 0)

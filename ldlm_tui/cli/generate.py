@@ -8,6 +8,7 @@ from typing import Any
 
 import typer
 
+from ldlm_engine import config
 from ldlm_engine.safe_text import visible
 
 from ..progress import make_console, use_rich
@@ -46,9 +47,13 @@ seed..seed+N-1. --animate (default on a terminal) shows the denoising: masked po
 def generate(
     run: str = typer.Argument(..., help="Run name or run directory."),
     prompt: str = typer.Option("", "--prompt", help="Prefix, or an infill template."),
-    length: int | None = typer.Option(None, "--length", help="Tokens to generate."),
+    length: int | None = typer.Option(
+        None, "--length", help=f"Tokens to generate (1..{config.MAX_SEQ_LEN:,})."
+    ),
     steps: int | None = typer.Option(
-        None, "--steps", help="Model calls (0 = one per token; uniform: 100)."
+        None,
+        "--steps",
+        help=f"Model calls (0..{config.MAX_SAMPLE_STEPS:,}; 0 = one per token; uniform: 100).",
     ),
     sampler: Sampler | None = typer.Option(None, "--sampler", help="Sampler (auto = natural)."),
     temperature: float | None = typer.Option(
@@ -71,7 +76,7 @@ def generate(
         None, "--top-k", help="Sample among the k likeliest tokens (0 = off)."
     ),
     seed: int | None = typer.Option(None, "--seed", help="Random seed."),
-    num: int = typer.Option(1, "--num", help="Number of samples."),
+    num: int = typer.Option(1, "--num", help=f"Number of samples (1..{config.MAX_NUM:,})."),
     cache: bool | None = typer.Option(
         None,
         "--cache/--no-cache",
@@ -85,8 +90,7 @@ def generate(
 ) -> None:
     """Generate text from a trained run (its latest checkpoint)."""
     E = _engine()
-    if num < 1:
-        raise E.ConfigError("--num must be at least 1")
+    E.check_range("--num", num, 1, config.MAX_NUM)
     session = E.GenerationSession(device=device.value)
     loaded = session.load(run)
     sc = session.settings(
@@ -195,20 +199,19 @@ def eval_cmd(
         None, "--data", metavar="PATH|NAME", help="Evaluate on this text instead."
     ),
     samples: int | None = typer.Option(
-        None, "--samples", help="Noise draws per window (diffusion bounds)."
+        None,
+        "--samples",
+        help=f"Noise draws per window (diffusion bounds; 1..{config.MAX_EVAL_SAMPLES:,}).",
     ),
     max_tokens: int | None = typer.Option(
-        None, "--max-tokens", help="Held-out tokens to use (default: up to 65,536)."
+        None, "--max-tokens", help="Held-out tokens to use (default: up to 65,536; max 10**9)."
     ),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON object."),
     device: Device = typer.Option(Device.auto, "--device", help="Where to run the model."),
 ) -> None:
     """Held-out likelihood of a run: bits per character and per token."""
     E = _engine()
-    if samples is not None and samples < 1:
-        raise E.ConfigError("--samples must be at least 1")
-    if max_tokens is not None and max_tokens < 1:
-        raise E.ConfigError("--max-tokens must be at least 1")
+    E.check_eval_request(samples, max_tokens)  # before the run loads
     loaded = E.load_run(run, device=device.value)
     if loaded.note:
         _err(f"ldlm: warning: {loaded.note}")

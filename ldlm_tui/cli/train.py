@@ -82,6 +82,13 @@ def train(
     ),
     process: Process | None = typer.Option(None, "--process", help="Noise process."),
     tokenizer: TokenizerKind | None = typer.Option(None, "--tokenizer", help="Tokenizer."),
+    max_corpus_mb: int | None = typer.Option(
+        None,
+        "--max-corpus-mb",
+        metavar="MIB",
+        help="Refuse a corpus larger than this, from its size, before reading it "
+        "(default 1024; 1..1000000).",
+    ),
     epochs: int | None = typer.Option(None, "--epochs", help="Passes over the training text."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer steps."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per step."),
@@ -114,7 +121,7 @@ def train(
         "--resume",
         metavar="RUN",
         help="Continue RUN in place with its own settings; --max-steps/--epochs may extend "
-        "it (and --device or the cadences may change).",
+        "it (and --device, --max-corpus-mb or the cadences may change).",
     ),
     detach: bool = typer.Option(
         False, "--detach", help="Train in the background; survives closing the terminal."
@@ -155,6 +162,7 @@ def train(
                 "checkpoint_every": checkpoint_every,
             },
             detach=detach,
+            max_corpus_mb=max_corpus_mb,
         )
         return
     choices = E.RunChoices(
@@ -162,7 +170,11 @@ def train(
         config_file=config,
         process=process.value if process else None,
         settings={
-            "data": {"source": data, "tokenizer": tokenizer.value if tokenizer else None},
+            "data": {
+                "source": data,
+                "tokenizer": tokenizer.value if tokenizer else None,
+                "max_corpus_mb": max_corpus_mb,
+            },
             "model": {"seq_len": seq_len},
             "train": {
                 "epochs": epochs,
@@ -214,6 +226,7 @@ FLAG_NAMES = {
     "data.source": "--data",
     "data.tokenizer": "--tokenizer",
     "train.init_from": "--init-from",
+    "data.max_corpus_mb": "--max-corpus-mb",
 }
 
 
@@ -225,15 +238,22 @@ def _train_resume(
     device: str | None,
     cadences: dict[str, int | None],
     detach: bool,
+    max_corpus_mb: int | None = None,
 ) -> None:
     E = _engine()
-    plan = E.plan_resume(spec, max_steps=max_steps, epochs=epochs, device=device, cadences=cadences)
+    plan = E.plan_resume(
+        spec,
+        max_steps=max_steps,
+        epochs=epochs,
+        device=device,
+        cadences=cadences,
+        max_corpus_mb=max_corpus_mb,
+    )
     if not plan.writes_run_dir:  # DDP worker: the same settings; rank 0 writes the run
         plan.trainer().run()
         return
-    if detach:
-        plan.record_settings()  # the child reads its settings from config.json
-        _detach(plan.run, resumed=plan.resume)
+    if detach:  # the child reads its settings from config.json, once train.log opens
+        _detach(plan.run, resumed=plan.resume, before_start=plan.record_settings)
         return
     trainer = plan.trainer(sinks=[])
     _train_foreground(
@@ -241,10 +261,10 @@ def _train_resume(
     )
 
 
-def _detach(rd: Any, *, resumed: bool) -> None:
+def _detach(rd: Any, *, resumed: bool, before_start: Any = None) -> None:
     from ..launch import spawn_training
 
-    pid = spawn_training(rd.path)
+    pid = spawn_training(rd.path, before_start)
     ref = _run_ref(rd)
     what = "resumed" if resumed else "started"
     _out(f"{what} {rd.name} in the background (pid {pid})")
