@@ -87,9 +87,14 @@ _RELEVANT = {
         "tie_weights",
         "vocab_size",
     ),
-    "process": ("kind", "timesteps", "schedule"),
+    "process": ("kind", "timesteps", "schedule", "block_shift"),
     "data": ("tokenizer", "bpe_vocab_size", "word_min_count"),
 }
+
+
+# Settings added after checkpoints existed: part of the fingerprint only when switched on, so
+# an older checkpoint (whose fingerprint never had them) still matches its own config.
+_ONLY_WHEN_SET = frozenset({"block_shift"})
 
 
 def relevant_config(config_dict: Mapping[str, Any] | Any) -> dict[str, Any]:
@@ -100,7 +105,7 @@ def relevant_config(config_dict: Mapping[str, Any] | Any) -> dict[str, Any]:
     for section, keys in _RELEVANT.items():
         sec = config_dict.get(section) or {}
         for k in keys:
-            if k in sec:
+            if k in sec and not (k in _ONLY_WHEN_SET and not sec[k]):
                 out[f"{section}.{k}"] = sec[k]
     return out
 

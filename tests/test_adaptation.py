@@ -159,7 +159,8 @@ def test_ar_loss_adds_the_clean_streams_next_token_loss(tok):
 
     def loss(proc):
         proc.progress = 1.0
-        return float(proc.loss(model, x0, torch.Generator().manual_seed(3)))
+        with torch.no_grad():
+            return float(proc.loss(model, x0, torch.Generator().manual_seed(3)))
 
     ar, ar_proc = ar_of(model, tok)
     with torch.no_grad():
@@ -314,3 +315,22 @@ def test_the_train_pane_says_which_phase_a_run_is_in():
         console.print(stats.render_stats())
         shown.append(console.file.getvalue().splitlines()[0])
     assert "phase ar" in shown[0] and "phase block 8" in shown[-1]
+
+
+def test_a_shifted_checkpoint_is_not_read_as_a_plain_one():
+    """Token shift changes what the weights mean: part of the checkpoint's fingerprint, but
+    only when on, so checkpoints from before the setting existed still match their runs."""
+    from ldlm_engine.checkpoint import check_compatible, checkpoint_meta
+    from ldlm_engine.errors import CheckpointError
+
+    cfg = adapt_process(tiny_config("mask"), "block")
+    cfg.process.block_size, cfg.process.block_shift = 8, True
+    shifted_cfg = cfg.validate().to_dict()
+    plain_cfg = json.loads(json.dumps(shifted_cfg))
+    plain_cfg["process"]["block_shift"] = False
+    check_compatible(checkpoint_meta(shifted_cfg, step=1), shifted_cfg)
+    with pytest.raises(CheckpointError, match="block_shift"):
+        check_compatible(checkpoint_meta(shifted_cfg, step=1), plain_cfg)
+    old = json.loads(json.dumps(plain_cfg))
+    del old["process"]["block_shift"]  # a config.json written before the setting existed
+    check_compatible(checkpoint_meta(old, step=1), plain_cfg)
