@@ -15,24 +15,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .config import RunConfig
+from .config import MODEL_SHAPE_KEYS, TOKENIZER_KEYS, RunConfig
 from .errors import CheckpointError, ConfigError, LdlmError
 from .layout import TOKENIZER_FILE
 from .runs import RunDir, resolve_run
 
-SHAPE = {
-    "model": (
-        "d_model",
-        "n_heads",
-        "n_layers",
-        "d_ff",
-        "seq_len",
-        "positions",
-        "time_embedding",
-        "tie_weights",
-    ),
-    "data": ("tokenizer", "bpe_vocab_size", "word_min_count"),
-}
+SHAPE = {"model": MODEL_SHAPE_KEYS, "data": TOKENIZER_KEYS}
 """What a run started from another must share with it: the weights' shapes and the tokens."""
 
 

@@ -50,6 +50,7 @@ from safetensors.torch import load_file, save_file
 
 from . import layout as L
 from .checkpoint_checks import APPLY_ERRORS, Fit, check_meta, check_tensors
+from .config import MODEL_SHAPE_KEYS, TOKENIZER_KEYS
 from .errors import CheckpointError
 from .fileio import (
     TMP_PREFIX,
@@ -76,19 +77,9 @@ _NO_FIT = Fit()
 # Settings that change what the weights mean; training-only knobs (lr, dropout, eps ...) may
 # change between a checkpoint and its resume.
 _RELEVANT = {
-    "model": (
-        "d_model",
-        "n_heads",
-        "n_layers",
-        "d_ff",
-        "seq_len",
-        "positions",
-        "time_embedding",
-        "tie_weights",
-        "vocab_size",
-    ),
+    "model": (*MODEL_SHAPE_KEYS, "vocab_size"),
     "process": ("kind", "timesteps", "schedule", "block_shift"),
-    "data": ("tokenizer", "bpe_vocab_size", "word_min_count"),
+    "data": TOKENIZER_KEYS,
 }
 
 

@@ -46,6 +46,20 @@ SAMPLERS_BY_PROCESS: dict[str, tuple[str, ...]] = {
 samplers, both front ends and the benchmarks read (here, because this module needs no torch)."""
 SAMPLERS = tuple(dict.fromkeys(s for names in SAMPLERS_BY_PROCESS.values() for s in names))
 
+# What the weights' shapes and the token ids depend on: a checkpoint's fingerprint and a run
+# started from another (--init-from) both check these (with the vocabulary size).
+MODEL_SHAPE_KEYS = (
+    "d_model",
+    "n_heads",
+    "n_layers",
+    "d_ff",
+    "seq_len",
+    "positions",
+    "time_embedding",
+    "tie_weights",
+)
+TOKENIZER_KEYS = ("tokenizer", "bpe_vocab_size", "word_min_count")
+
 # Upper limits that keep a typo (or a hostile config file) from allocating terabytes.
 MAX_SEQ_LEN = 65_536
 MAX_VOCAB = 1_000_000
@@ -414,8 +428,6 @@ def validate(cfg: RunConfig) -> None:
             p.ar_loss == 0 and p.ar_phase == 0,
             "process.ar_loss and process.ar_phase need process.block_shift = true",
         )
-    if p.kind == "block" and p.block_shift:
-        _check(m.positions == "rope", "process.block_shift needs model.positions = 'rope'")
     if p.kind == "block":
         _check(  # a block longer than the sequence does not divide it either
             p.block_size <= m.seq_len and m.seq_len % p.block_size == 0,

@@ -191,14 +191,23 @@ class _BlockCache:
         a, lb = self.anchor, block.numel()
         pending = self.x[self.stored : start]
         lp = pending.numel()
-        lc = self.stored - a  # positions already in the cache
         pos = torch.arange(start - lp - a, start - a + lb, device=dev)
         if lp == 0:
             return _logits(self.model, self.process, block, pos, cache=self.cache)
+        out = self._store_with(pending, block, pos, _block_causal(lp, self.bs, dev))
+        self.stored = start
+        return out[lp:]
+
+    def _store_with(self, pending, block, pos, among: torch.Tensor) -> torch.Tensor:
+        """One call over [pending ; block]: the pending tokens see the cache and each other
+        as ``among`` says, never the block; the block sees everything. The pending tokens'
+        keys stay in the cache, the block's are dropped again."""
+        dev, lp, lb = block.device, pending.numel(), block.numel()
+        lc = len(self.cache) if self.cache is not None else 0
         pend_rows = torch.cat(
             [
                 torch.ones(lp, lc, dtype=torch.bool, device=dev),
-                _block_causal(lp, self.bs, dev),
+                among,
                 torch.zeros(lp, lb, dtype=torch.bool, device=dev),
             ],
             dim=1,
@@ -214,8 +223,7 @@ class _BlockCache:
             store=True,
         )
         _drop_newest(self.cache, lb)
-        self.stored = start
-        return out[lp:]
+        return out
 
 
 class _ShiftedBlockCache(_BlockCache):
@@ -243,30 +251,9 @@ class _ShiftedBlockCache(_BlockCache):
         if lp == 0:
             out = _logits(self.model, self.process, block, noisy_pos, cache=self.cache)
             return torch.cat([self.first[None], out[: lb - 1]])  # type: ignore[index]
-        rows = torch.cat(
-            [
-                torch.cat(
-                    [
-                        torch.ones(lp, lc, dtype=torch.bool, device=dev),
-                        torch.ones(lp, lp, dtype=torch.bool, device=dev).tril(),
-                        torch.zeros(lp, lb, dtype=torch.bool, device=dev),
-                    ],
-                    dim=1,
-                ),
-                torch.ones(lb, lc + lp + lb, dtype=torch.bool, device=dev),
-            ]
-        )
         pos = torch.cat([torch.arange(lc, lc + lp, device=dev), noisy_pos])
-        out = _logits(
-            self.model,
-            self.process,
-            torch.cat([pending, block]),
-            pos,
-            attn_mask=rows,
-            cache=self.cache,
-            store=True,
-        )
-        _drop_newest(self.cache, lb)
+        causal = torch.ones(lp, lp, dtype=torch.bool, device=dev).tril()
+        out = self._store_with(pending, block, pos, causal)
         self.stored, self.bos, self.first = start, False, out[lp - 1]
         return torch.cat([out[lp - 1 : lp], out[lp : lp + lb - 1]])
 

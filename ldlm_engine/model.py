@@ -203,7 +203,8 @@ class DiffusionTransformer(nn.Module):
         if cfg.positions == "rope":
             rotary = Rotary(cfg.d_model // cfg.n_heads, cfg.seq_len)
         else:
-            pe = sinusoid(torch.arange(cfg.seq_len), cfg.d_model)
+            # one row past seq_len: a shifted block pass puts BOS at 0 and the window at 1..L
+            pe = sinusoid(torch.arange(cfg.seq_len + 1), cfg.d_model)
             self.register_buffer("pos_emb", pe, persistent=False)
         self.time_mlp = None
         if cfg.time_embedding:
@@ -263,7 +264,7 @@ class DiffusionTransformer(nn.Module):
             top = n if positions is None else int(positions.max()) + 1
             if top > self.pos_emb.shape[0]:
                 raise ValueError(
-                    f"position {top - 1} is beyond seq_len {self.pos_emb.shape[0]} "
+                    f"position {top - 1} is beyond seq_len {self.cfg.seq_len} "
                     "(additive positions cannot extrapolate)"
                 )
             pe = self.pos_emb[:n] if positions is None else self.pos_emb[positions]
