@@ -654,7 +654,7 @@ def describe_phase(config: dict[str, Any], step: int, total_steps: int) -> str:
     except ConfigError:
         return ""
     total = max(1, int(total_steps or cfg.train.max_steps or 1))
-    line = training_phase(cfg, min(step, total - 1) if step < total else step, total)
+    line = training_phase(cfg, max(step - 1, 0), total)  # as the trainer names a logged step
     plan = training_phases(cfg, total)
     if plan != line:
         line += f" (plan: {plan})"

@@ -29,7 +29,6 @@ in status.json) is the fallback for a trainer that does not poll.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import fcntl
 import json
 import os
@@ -47,7 +46,7 @@ from typing import Any
 import platformdirs
 
 from . import layout as L
-from . import proc_identity
+from . import proc_identity, run_names
 from .errors import ConfigError, RunError
 from .fileio import (
     atomic_write_json,
@@ -60,12 +59,12 @@ from .fileio import (
     read_tail,
 )
 from .metrics_log import MetricsFollower, parse_lines
+from .run_names import NAME_RE
 
 CONTROL_ACTIONS = ("pause", "resume", "stop")
 RUNNING_STATES = ("started", "resumed", "paused")
 HEARTBEAT_EVERY_S = 2.0
 HEARTBEAT_STALE_S = 30.0
-NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # always fullmatch (no "$" + "\n")
 _FSYNC_EVENTS = ("status", "checkpoint")
 
 
@@ -270,15 +269,7 @@ class RunDir:
             return cls(p)
         if looks_like_path:
             raise RunError(f"no run at {s} (see `ldlm runs list`)")
-        matches = run_names_with_prefix(s, home=home)
-        if len(matches) == 1:  # git-style: a unique prefix names the run
-            return cls(runs_root(home) / matches[0])
-        if matches:
-            shown = ", ".join(matches[:8]) + (", …" if len(matches) > 8 else "")
-            raise RunError(f"run name {s} is ambiguous: it starts {len(matches)} runs ({shown})")
-        close = close_run_names(s, home=home)
-        hint = f"did you mean {', '.join(close)}?" if close else "see `ldlm runs list`"
-        raise RunError(f"no run named {s} ({hint})")
+        return cls(run_names.by_prefix(runs_root(home), s))
 
     # ------------------------------------------------------------------ paths
 
@@ -645,32 +636,9 @@ def resolve_run(name_or_path: str | Path, *, home: Path | None = None) -> RunDir
     return RunDir.open(name_or_path, home=home)
 
 
-def run_names_with_prefix(prefix: str, *, home: Path | None = None) -> list[str]:
-    """Names of runs that start with ``prefix``, sorted; [] when none or unreadable.
-
-    An exact name never gets here (:meth:`RunDir.open` tries it first), so ``tiny`` still
-    opens the run ``tiny`` when ``tiny-2`` exists too.
-    """
-    root = runs_root(home)
-    try:  # only names ldlm could have made: a candidate must print as one plain line
-        names = [n for n in os.listdir(root) if n.startswith(prefix) and NAME_RE.fullmatch(n)]
-    except (OSError, ValueError):
-        return []
-    return sorted(
-        n for n in names if L.is_real_dir(root / n) and L.lexists(root / n / L.CONFIG_FILE)
-    )
-
-
 def close_run_names(name: str, *, home: Path | None = None) -> list[str]:
     """Names of runs that look like ``name`` (a typo), best first; [] when none or unreadable."""
-    root = runs_root(home)
-    try:  # only names ldlm could have made: a suggestion must print as one plain line
-        names = [n for n in os.listdir(root) if NAME_RE.fullmatch(n)]
-    except (OSError, ValueError):
-        return []
-    close = difflib.get_close_matches(name, names, n=10, cutoff=0.6)
-    runs = [n for n in close if L.is_real_dir(root / n) and L.lexists(root / n / L.CONFIG_FILE)]
-    return runs[:3]
+    return run_names.close_names(runs_root(home), name)
 
 
 def run_info(run: RunDir) -> RunInfo:
@@ -714,6 +682,5 @@ __all__ = [
     "pid_alive",
     "resolve_run",
     "run_info",
-    "run_names_with_prefix",
     "runs_root",
 ]

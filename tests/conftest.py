@@ -200,3 +200,25 @@ def demo_run(session_home: Path, corpus_file: Path) -> subprocess.CompletedProce
     )  # fmt: skip
     assert res.returncode == 0, res.stderr + res.stdout
     return res
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The Pilot tests (``pytest.mark.anyio``) run on asyncio."""
+    return "asyncio"
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """For the app's tests: an empty LDLM_HOME, cache and remembered state of their own, and
+    one torch thread (a trainer in the app shares 2 cores with the UI). Files that need
+    another ``home`` define their own."""
+    import torch
+
+    monkeypatch.setenv("LDLM_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("LDLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LDLM_STATE_DIR", str(tmp_path / "state"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path / "home"
+    torch.set_num_threads(threads)

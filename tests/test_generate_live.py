@@ -19,21 +19,6 @@ pytestmark = pytest.mark.anyio
 FORM = {"max-steps": "2000", "batch-size": "8", "seq-len": "32", "sample-every": "0"}
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LDLM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LDLM_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path / "home"
-    torch.set_num_threads(threads)
-
-
 async def _generate(app, pilot, pane: GeneratePane) -> None:
     pane.result = None
     pane.query_one("#gen-prompt", Input).focus()

@@ -28,24 +28,6 @@ SIZE = (80, 24)
 FORM = {"max-steps": "400", "batch-size": "8", "seq-len": "32", "lr": "0.003", "sample-every": "8"}
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    """An empty LDLM_HOME; one torch thread (the trainer shares 2 cores with the UI)."""
-    import torch
-
-    monkeypatch.setenv("LDLM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LDLM_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield tmp_path / "home"
-    torch.set_num_threads(threads)
-
-
 async def fill_form(app, pilot, **extra):
     pane = app.train_pane
     pane.query_one("#preset", Select).value = "tiny"

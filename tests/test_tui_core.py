@@ -35,11 +35,6 @@ log_every = 1
 
 
 @pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
 def home(tmp_path, monkeypatch):
     """Empty LDLM_HOME, config and state folders; one torch thread (2 shared cores)."""
     import torch

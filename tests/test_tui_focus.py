@@ -16,19 +16,6 @@ BG_DELTA = 40  # RGB distance: grey 234 -> 235 is ~1.7, a clear highlight is wel
 FG_DELTA = 60
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LDLM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LDLM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("LDLM_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path / "home"
-
-
 def _distance(a, b) -> float:
     if a is None or b is None:
         return 0.0 if a == b else 255.0

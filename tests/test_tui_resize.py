@@ -20,19 +20,6 @@ pytestmark = pytest.mark.anyio
 SIZES = [(20, 6), (40, 10), (59, 15), (60, 16), (80, 24), (120, 40), (240, 70), (61, 70), (240, 16)]
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
-@pytest.fixture
-def home(tmp_path, monkeypatch):
-    monkeypatch.setenv("LDLM_HOME", str(tmp_path / "home"))
-    monkeypatch.setenv("LDLM_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("LDLM_STATE_DIR", str(tmp_path / "state"))
-    return tmp_path / "home"
-
-
 DATA = ["many", "near zero", "one point", "flat"]
 
 

@@ -17,11 +17,6 @@ from ldlm_tui.app import LdlmApp
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 def logged_run(name: str, samples: int = 10) -> RunDir:
     """A run with a loss curve, evaluations and samples in its metrics log (no training)."""
     rd = RunDir.create(get_preset("tiny"), name=name)

@@ -34,7 +34,7 @@ from textual.widget import Widget
 from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 from textual.worker import get_current_worker
 
-from ldlm_engine import MASK_MARKER, ConfigError, LdlmError, RunConfig, SampleConfig
+from ldlm_engine import MASK_MARKER, LdlmError, RunConfig, SampleConfig
 from ldlm_engine.config import SAMPLERS_BY_PROCESS as SAMPLERS  # torch-free
 from ldlm_engine.prompts import repeated_token
 
@@ -42,46 +42,21 @@ from ..render import TokenTexts
 from ..widgets.denoise import DenoiseView
 from ..widgets.frame_history import FrameHistory
 from ..widgets.setting_input import SettingInput
+from .generate_settings import (
+    FIELDS,
+    FIXED_TIP,
+    ROW_1,
+    ROW_2,
+    SAMPLER_TIP,
+    parse_settings,
+    setting_values,
+)
 
 REDRAW_INTERVAL_S = 1 / 30
 """The worker posts frames at most this often (the final frame is always posted)."""
 
 PROMPT_PLACEHOLDER = "prompt to continue, or an infill template: The [MASK*8] sat."
 HINT = "infill: [MASK] = 1 token, [MASK*N] = N tokens; else the prompt is continued"
-
-# (field, label, input type, tooltip): the sampler settings, in two rows that fit 80 columns.
-FIELDS: tuple[tuple[str, str, str, str], ...] = (
-    ("steps", "steps", "integer", "Model calls (0 = one per token; uniform: 100)."),
-    (
-        "length",
-        "length",
-        "integer",
-        "Tokens to generate (blank = the run's default, within the model's window). ar and "
-        "block write any length; mask continues window by window past the model's seq_len.",
-    ),
-    (
-        "temperature",
-        "temp",
-        "number",
-        "Sampling temperature: 0 = greedy (often one repeated token), 0.8-1 = livelier text.",
-    ),
-    ("block_length", "block", "integer", "Semi-autoregressive blocks (0 = one block)."),
-    ("threshold", "threshold", "number", "Confidence to reveal a token (threshold sampler)."),
-    ("top_p", "top-p", "number", "Nucleus: sample among the likeliest tokens holding this "
-     "much probability (1 = off)."),
-    ("top_k", "top-k", "integer", "Sample among the k likeliest tokens (0 = off)."),
-    (
-        "seed",
-        "seed",
-        "integer",
-        "The next generation's seed: it moves on after each one unless 'fixed' is ticked. "
-        "The same seed and settings give the same text (ldlm generate --seed N).",
-    ),
-)  # fmt: skip
-ROW_1 = ("steps", "length", "temperature")
-ROW_2 = ("block_length", "threshold", "top_p", "top_k")
-FIXED_TIP = "Keep the seed: every generation uses the one in the seed field."
-SAMPLER_TIP = "How tokens are chosen (the first is the process's natural sampler)."
 
 
 class _GenMessage(Message):
@@ -135,33 +110,6 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, LdlmError):
         return line or type(e).__name__
     return f"{type(e).__name__}: {line}" if line else type(e).__name__
-
-
-def _parse_int(name: str, value: str, *, minimum: int | None = None, blank: bool = False) -> Any:
-    value = value.strip()
-    if not value:
-        if blank:
-            return None
-        raise ConfigError(f"{name} must not be empty")
-    try:
-        n = int(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a whole number, got {value!r}") from None
-    if minimum is not None and n < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, got {n}")
-    return n
-
-
-def _parse_float(name: str, value: str, lo: float, hi: float, *, lo_open=False) -> float:
-    value = value.strip()
-    try:
-        x = float(value)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {value!r}") from None
-    if math.isnan(x) or x > hi or x < lo or (lo_open and x == lo):
-        bracket = "(" if lo_open else "["
-        raise ConfigError(f"{name} must be in {bracket}{lo:g}, {hi:g}], got {value}")
-    return x
 
 
 class GeneratePane(Widget):
@@ -349,18 +297,7 @@ class GeneratePane(Widget):
 
     def _defaults(self) -> dict[str, str]:
         s = self._run_config.sample if self._run_config is not None else SampleConfig()
-        samplers = SAMPLERS.get(self._process_kind, ("low_confidence",))
-        return {
-            "sampler": s.sampler if s.sampler in samplers else samplers[0],
-            "steps": str(s.steps),
-            "length": "",
-            "temperature": f"{s.temperature:g}",
-            "block_length": str(s.block_length),
-            "threshold": f"{s.threshold:g}",
-            "top_p": f"{s.top_p:g}",
-            "top_k": str(s.top_k),
-            "seed": str(s.seed),
-        }
+        return setting_values(s, SAMPLERS.get(self._process_kind, ("low_confidence",)))
 
     @property
     def view(self) -> DenoiseView:
@@ -466,21 +403,8 @@ class GeneratePane(Widget):
         """The prompt and the session overrides (length None = the run's default)."""
         prompt = self.query_one("#gen-prompt", Input).value
         sampler = self.query_one("#gen-sampler", Select).value
-        overrides = {
-            "sampler": str(sampler) if isinstance(sampler, str) else "auto",
-            "length": _parse_int("length", self._value("length"), minimum=1, blank=True),
-            "steps": _parse_int("steps", self._value("steps"), minimum=0),
-            "temperature": _parse_float("temp", self._value("temperature"), 0.0, 1e6),
-            "block_length": _parse_int("block", self._value("block_length"), minimum=0),
-            "threshold": _parse_float(
-                "threshold", self._value("threshold"), 0.0, 1.0, lo_open=True
-            ),
-            "top_p": _parse_float("top-p", self._value("top_p"), 0.0, 1.0, lo_open=True),
-            "top_k": _parse_int("top-k", self._value("top_k"), minimum=0),
-            "seed": _parse_int("seed", self._value("seed"), minimum=0),
-        }
-        if overrides["seed"] >= 2**63:
-            raise ConfigError(f"seed must be below 2**63, got {overrides['seed']}")
+        values = {key: self._value(key) for key, *_ in FIELDS}
+        overrides = parse_settings(values, str(sampler) if isinstance(sampler, str) else "auto")
         return prompt, overrides
 
     def generate(self, prompt: str | None = None) -> bool:

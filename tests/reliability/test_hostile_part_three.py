@@ -419,11 +419,6 @@ async def test_the_app_shows_an_osc_name_escaped(run, tmp_path, monkeypatch) -> 
         assert any("ev\\x1b]0;pwned\\x07il" in p for p in prompts())
 
 
-@pytest.fixture
-def anyio_backend():
-    return "asyncio"
-
-
 # --------------------------------------------------------------------------- settings
 
 
