@@ -103,6 +103,52 @@ def rotate(qk: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tens
     return _rotate_halves(qk, cos, sin)
 
 
+# Scores per attention call up to which bf16 on a CPU runs attention as two matmuls (64 MiB
+# in bf16); longer calls keep SDPA's kernel, which never holds all the scores at once.
+_EXPLICIT_SCORES_MAX = 1 << 25
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    attn_mask: torch.Tensor | None = None,
+    causal: bool = False,
+    dropout: float = 0.0,
+) -> torch.Tensor:
+    """Scaled dot-product attention [B, H, Lq, hd], as SDPA computes it.
+
+    In bf16 on a CPU, PyTorch's fused attention kernel is slow: at the seed's dimensions its
+    backward took a third of a bf16 training step (3x its fp32 time), while bf16 matmuls run
+    at twice fp32's rate. There the scores are two bf16 matmuls around a softmax: 1.3x the
+    whole step at the seed's dimensions and 1.2x at the default preset's, against SDPA in
+    bf16 or in fp32 (interleaved, benchmarks/train_throughput.py). Elsewhere (fp32, CUDA,
+    very long windows) SDPA is the fast path.
+    """
+    lq, lk = q.shape[2], k.shape[2]
+    if (
+        q.device.type != "cpu"
+        or q.dtype != torch.bfloat16
+        or q.shape[0] * q.shape[1] * lq * lk > _EXPLICIT_SCORES_MAX
+    ):
+        return F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=causal, dropout_p=dropout
+        )
+    # bf16 scores and softmax, as bf16 eager attention elsewhere (the softmax kernel
+    # accumulates in fp32); an fp32 softmax cost 10% of the step and was no closer to fp32
+    # attention: the difference comes from rounding the scores, not the softmax.
+    scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
+    if causal:
+        attn_mask = torch.ones(lq, lk, dtype=torch.bool, device=q.device).tril(lk - lq)
+    if attn_mask is not None:  # an additive bias: its backward is free, masked_fill's is not
+        bias = torch.zeros(attn_mask.shape, dtype=scores.dtype, device=q.device)
+        scores = scores + bias.masked_fill_(~attn_mask, float("-inf"))
+    probs = scores.softmax(-1)
+    if dropout > 0:
+        probs = F.dropout(probs, dropout)
+    return probs @ v
+
+
 class KVCache:
     """Keys and values of positions already written, per layer, for cached decoding.
 
@@ -176,14 +222,7 @@ class Block(nn.Module):
             keep = torch.ones(n, k_all.shape[2], dtype=torch.bool, device=x.device)
             attn_mask = keep.tril(diagonal=k_all.shape[2] - n)
             causal = False
-        y = F.scaled_dot_product_attention(
-            q,
-            k_all,
-            v_all,
-            attn_mask=attn_mask,
-            is_causal=causal,
-            dropout_p=self.dropout if self.training else 0.0,
-        )
+        y = attention(q, k_all, v_all, attn_mask, causal, self.dropout if self.training else 0.0)
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
         x = x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate="tanh")))
         return x
