@@ -1,30 +1,44 @@
-"""Training throughput: the engine's step against a plain PyTorch loop of the same shape.
+"""Training throughput in fp32 and bf16, side by side: tokens/s, MFU and where the time goes.
 
-    python benchmarks/train_throughput.py [--steps 20] [--reps 3] [--device cpu]
+    python benchmarks/train_throughput.py [--shapes seed,default] [--steps 4] [--reps 5]
 
-Prints tokens/s for: a plain fp32 reference loop written here (pre-norm blocks with
-scaled_dot_product_attention, AdamW, no tricks), the engine in fp32 and in bf16, their ratios
-to the reference, and model FLOPs utilisation against a matmul peak measured in the same run.
-Shape: the seed's dimensions (d_model 256, 6 layers, 8 heads, seq 128), batch 32, char
-tokens, masked process. Medians of ``--reps`` repetitions, interleaved so drift hits all alike.
+Two shapes:
+- ``seed``: the seed's dimensions (d_model 256, 6 layers, 8 heads, d_ff 1024, seq 128),
+  batch 32, char tokens, the masked process; beside a plain fp32 PyTorch loop of the same
+  shape written here (pre-norm blocks, SDPA, AdamW, no tricks).
+- ``default``: the ``default`` preset exactly as ``ldlm train`` runs it (shifted blocks of 8:
+  two copies of every window, so each step runs the network over 256 positions a window).
+
+For each shape the engine's own step (``Trainer.train_step``, the call its loop makes) runs
+in fp32, in bf16, and in bf16 with PyTorch's fused attention kernel (SDPA, the path before
+bf16 attention became two matmuls), all built once and then timed in interleaved rounds of
+``--steps`` steps, so drift and other load hit every variant alike; figures are medians over
+``--reps`` rounds. MFU is the step's matmul FLOPs (counted by ``torch.utils.flop_counter``)
+per second against the best matmul rate this CPU reaches in that precision, measured here.
+The breakdown is ``torch.profiler``'s self CPU time of a few extra steps, by kind of op.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
+import statistics
 import time
 
 import torch
 import torch.nn.functional as F
-from common import default_corpus, machine, matmul_peak, median, model_flops_per_token
+from common import default_corpus, machine, matmul_peak
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
+from torch.utils.flop_counter import FlopCounterMode
 
-from ldlm_engine import ModelConfig, Trainer, get_preset, load_corpus
+import ldlm_engine.model as engine_model
+from ldlm_engine import ModelConfig, Trainer, build_tokenizer, get_preset, load_corpus
+from ldlm_engine.config import ProcessConfig
+from ldlm_engine.runtime import cpu_bf16_is_faster, cpu_has_fast_bf16
 
-# The seed's dimensions, shared by the reference loop, the engine run and the FLOP count.
-D_MODEL, N_HEADS, N_LAYERS, D_FF, SEQ_LEN = 256, 8, 6, 1024, 128
+SEED_SHAPE = {"d_model": 256, "n_heads": 8, "n_layers": 6, "d_ff": 1024, "seq_len": 128}
+BATCH = 32
 
 
 class RefBlock(nn.Module):
@@ -47,7 +61,7 @@ class RefBlock(nn.Module):
 class RefModel(nn.Module):
     """The plain reference: learned positions, tied head, nothing clever."""
 
-    def __init__(self, vocab, d=D_MODEL, h=N_HEADS, layers=N_LAYERS, ff=D_FF, seq=SEQ_LEN):
+    def __init__(self, vocab, d, h, layers, ff, seq):
         super().__init__()
         self.emb, self.pos = nn.Embedding(vocab, d), nn.Embedding(seq, d)
         self.blocks = nn.ModuleList(RefBlock(d, h, ff) for _ in range(layers))
@@ -60,133 +74,219 @@ class RefModel(nn.Module):
         return self.ln(h) @ self.emb.weight.T
 
 
-def reference_tokens_per_s(ids, vocab, mask_id, steps, batch, seq, device) -> float:
-    torch.manual_seed(0)
-    model = RefModel(vocab, seq=seq).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    times = []
-    for step in range(steps + 3):
-        t0 = time.perf_counter()  # the whole step, data included, as the engine reports it
-        ix = torch.randint(0, len(ids) - seq, (batch,))
-        x0 = torch.stack([ids[i : i + seq] for i in ix]).long().to(device)
-        t = torch.rand(batch, 1, device=device).clamp_min(1e-3)
-        mask = torch.rand(x0.shape, device=device) < t
-        xt = x0.masked_fill(mask, mask_id)
-        logits = model(xt)
+class Reference:
+    """A plain fp32 masked-diffusion step of the seed's shape, data included."""
+
+    name, precision = "reference fp32", "fp32"
+
+    def __init__(self, ids: torch.Tensor, vocab: int, mask_id: int, device: str):
+        torch.manual_seed(0)
+        s = SEED_SHAPE
+        self.model = RefModel(
+            vocab, s["d_model"], s["n_heads"], s["n_layers"], s["d_ff"], s["seq_len"]
+        ).to(device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.ids, self.mask_id, self.device = ids, mask_id, device
+
+    def step(self) -> None:
+        seq = SEED_SHAPE["seq_len"]
+        ix = torch.randint(0, len(self.ids) - seq, (BATCH,))
+        x0 = torch.stack([self.ids[i : i + seq] for i in ix]).long().to(self.device)
+        t = torch.rand(BATCH, 1, device=self.device).clamp_min(1e-3)
+        mask = torch.rand(x0.shape, device=self.device) < t
+        logits = self.model(x0.masked_fill(mask, self.mask_id))
         ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none")
         loss = (ce.view(x0.shape) * mask / t).sum() / x0.numel()
-        opt.zero_grad()
+        self.opt.zero_grad()
         loss.backward()
-        opt.step()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        if step >= 3:  # warm-up steps excluded
-            times.append(time.perf_counter() - t0)
-    return batch * seq / median(times)
+        self.opt.step()
 
 
-def engine_tokens_per_s(corpus, precision, steps, batch, device, compile_=False):
-    cfg = get_preset("default")  # its optimiser and loss, at the seed's dimensions
-    cfg.model = ModelConfig(
-        d_model=D_MODEL, n_heads=N_HEADS, n_layers=N_LAYERS, d_ff=D_FF, seq_len=SEQ_LEN
-    )
-    cfg.data.source = corpus
-    cfg.train.batch_size = batch
-    cfg.train.precision = precision
-    cfg.train.device = device
-    cfg.train.compile = compile_
-    cfg.train.max_steps = steps + 5
-    cfg.train.log_every = 1
-    cfg.train.eval_every = cfg.train.sample_every = cfg.train.checkpoint_every = 0
-    rates = []
+class Engine:
+    """The engine's step (``Trainer.train_step``) for one shape and precision.
 
-    def sink(e):
-        if e.event == "step" and e.step > 5:
-            rates.append(e.tokens_per_s)
+    ``fused_attention`` sends bf16 attention through SDPA's kernel, as before the explicit
+    bf16 path existed, so that the change is measured side by side."""
 
-    tr = Trainer(cfg, sinks=[sink], handle_signals=False)
-    tr.run()
-    n = sum(p.numel() for n_, p in tr.model.named_parameters() if "tok_emb" not in n_)
-    return median(rates), n, cfg
+    def __init__(self, shape: str, precision: str, data: str, device: str, fused=False):
+        self.name = f"engine {precision}" + (" (SDPA attention)" if fused else "")
+        self.precision, self.fused = precision, fused
+        cfg = get_preset("default")
+        if shape == "seed":
+            cfg.model = ModelConfig(**SEED_SHAPE)
+            cfg.process = ProcessConfig(kind="mask")
+        cfg.data.source = data
+        cfg.train.batch_size = BATCH
+        cfg.train.precision, cfg.train.device = precision, device
+        cfg.train.max_steps = 10**6  # a flat stretch of the schedule: lr is set per step
+        self.trainer = Trainer(cfg, handle_signals=False)
+        self.trainer.setup()
+        self.trainer.model.train()
+        self.tokens_per_step = BATCH * cfg.model.seq_len
+
+    def step(self) -> None:
+        cap = engine_model._EXPLICIT_SCORES_MAX
+        if self.fused:
+            engine_model._EXPLICIT_SCORES_MAX = 0
+        try:
+            self.trainer.train_step(1e-3)
+        finally:
+            engine_model._EXPLICIT_SCORES_MAX = cap
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def step_flops(variant) -> float:
+    """Matmul FLOPs of one training step (forward and backward), counted, not estimated."""
+    with FlopCounterMode(display=False) as counter:
+        variant.step()
+    return float(counter.get_total_flops())
+
+
+# Self CPU time by kind of op. Data and optimizer are whole phases of train_step (labelled
+# with record_function); inside forward and backward the op's name decides.
+KINDS = {
+    "matmuls": ("aten::mm", "aten::addmm", "aten::linear"),
+    "attention": ("aten::bmm", "softmax", "scaled_dot_product", "aten::baddbmm"),
+    "norms": ("layer_norm",),
+    "casts": ("aten::copy_", "aten::_to_copy", "aten::to"),
+    "activations": ("gelu",),
+}
+
+
+def _kind(event, phase: str | None) -> str:
+    if phase in ("ldlm.data", "ldlm.optimizer"):
+        return phase.removeprefix("ldlm.")
+    name = event.name
+    for kind, keys in KINDS.items():
+        if any(k in name for k in keys):
+            return kind
+    return "other elementwise"
+
+
+def breakdown(variant, steps: int) -> dict[str, float]:
+    """Share of the step's self CPU time by kind of op (profiled, so not timed)."""
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            variant.step()
+    totals: dict[str, float] = {}
+    for ev in prof.events():
+        if ev.name.startswith("ldlm.") or ev.self_cpu_time_total <= 0:
+            continue
+        phase, up = None, ev.cpu_parent
+        while up is not None:
+            if up.name in ("ldlm.data", "ldlm.optimizer"):
+                phase = up.name
+                break
+            up = up.cpu_parent
+        kind = _kind(ev, phase)
+        totals[kind] = totals.get(kind, 0.0) + ev.self_cpu_time_total
+    total = sum(totals.values()) or 1.0
+    return {k: round(v / total, 3) for k, v in sorted(totals.items(), key=lambda kv: -kv[1])}
+
+
+def measure(variants, steps: int, reps: int, device: str, tokens: dict) -> dict[str, list]:
+    rates: dict[str, list[float]] = {v.name: [] for v in variants}
+    for v in variants:  # warm-up: first calls allocate and pick kernels
+        for _ in range(2):
+            v.step()
+    for _ in range(reps):
+        for v in variants:
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                v.step()
+            _sync(device)
+            rates[v.name].append(steps * tokens[v.name] / (time.perf_counter() - t0))
+    return rates
+
+
+def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
+    variants: list = []
+    if shape == "seed":
+        text = load_corpus(args.data).text
+        tok = build_tokenizer("char", text)
+        ids = torch.tensor(tok.encode_array(text[:500_000]).astype("int64"))
+        variants.append(Reference(ids, tok.vocab_size, tok.mask_id, args.device))
+    variants.append(Engine(shape, "fp32", args.data, args.device))
+    if bf16:
+        variants.append(Engine(shape, "bf16", args.data, args.device))
+        if args.device == "cpu":
+            variants.append(Engine(shape, "bf16", args.data, args.device, fused=True))
+    tokens = {
+        v.name: BATCH * SEED_SHAPE["seq_len"] if isinstance(v, Reference) else v.tokens_per_step
+        for v in variants
+    }
+    rates = measure(variants, args.steps, args.reps, args.device, tokens)
+    fp32 = statistics.median(rates["engine fp32"])
+    ref = statistics.median(rates["reference fp32"]) if shape == "seed" else None
+    rows = []
+    for v in variants:
+        tps = statistics.median(rates[v.name])
+        flops = step_flops(v) * tps / tokens[v.name]
+        rows.append(
+            {
+                "variant": v.name,
+                "tokens_per_s": round(tps),
+                "vs_engine_fp32": round(tps / fp32, 2),
+                "vs_reference": round(tps / ref, 2) if ref else None,
+                "mfu": round(flops / peaks[v.precision], 3),
+                "all": [round(x) for x in rates[v.name]],
+                "breakdown": breakdown(v, args.profile_steps) if args.profile_steps else {},
+            }
+        )
+    return {"shape": shape, "rows": rows}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--shapes", default="seed,default", help="seed, default or both")
+    ap.add_argument("--steps", type=int, default=4, help="steps per timed round")
+    ap.add_argument("--reps", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--profile-steps", type=int, default=3, help="0 = no breakdown")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--data", default=default_corpus())
-    ap.add_argument("--compile", action="store_true", help="also measure torch.compile")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's choice)")
     ap.add_argument(
         "--bf16",
         choices=["auto", "yes", "no"],
         default="auto",
-        help="measure bf16 (auto: only where the hardware runs it fast)",
+        help="measure bf16 (auto: only where the hardware has bf16 units)",
     )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-
-    from ldlm_engine import build_tokenizer
-
-    text = load_corpus(args.data).text
-    tok = build_tokenizer("char", text)
-    ids = torch.tensor(tok.encode_array(text[:500_000]).astype("int64"))
-    seq = SEQ_LEN
-    from ldlm_engine.runtime import cpu_has_fast_bf16
-
-    fast_bf16 = args.device == "cuda" or cpu_has_fast_bf16()
-    bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and fast_bf16)
-    variants = ["reference fp32", "engine fp32"] + (["engine bf16"] if bf16 else [])
-    if args.compile:
-        variants += ["engine bf16 compiled" if bf16 else "engine fp32 compiled"]
-    results: dict[str, list[float]] = {v: [] for v in variants}
-    n_params = 0
-    for _ in range(args.reps):
-        for v in variants:
-            if v == "reference fp32":
-                r = reference_tokens_per_s(
-                    ids, tok.vocab_size, tok.mask_id, args.steps, args.batch, seq, args.device
-                )
-            else:
-                prec = "bf16" if "bf16" in v else "fp32"
-                r, n_params, _ = engine_tokens_per_s(
-                    args.data, prec, args.steps, args.batch, args.device, "compiled" in v
-                )
-            results[v].append(r)
-    peak32 = matmul_peak(torch.float32, args.device)
-    peak16 = matmul_peak(torch.bfloat16, args.device) if bf16 else float("nan")
-    fpt = model_flops_per_token(n_params, N_LAYERS, D_MODEL, seq)
-    ref = median(results["reference fp32"])
-    rows = []
-    for v in variants:
-        tps = median(results[v])
-        peak = peak16 if "bf16" in v else peak32
-        rows.append(
-            {
-                "variant": v,
-                "tokens_per_s": round(tps),
-                "vs_reference_fp32": round(tps / ref, 2),
-                "mfu": round(tps * fpt / peak, 3),
-                "all": [round(x) for x in results[v]],
-            }
-        )
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    has_units = args.device == "cuda" or cpu_has_fast_bf16()
+    bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and has_units)
+    peaks = {"fp32": matmul_peak(torch.float32, args.device)}
+    peaks["bf16"] = matmul_peak(torch.bfloat16, args.device) if bf16 else float("nan")
+    shapes = [run_shape(s, args, bf16, peaks) for s in args.shapes.split(",")]
+    auto = "bf16" if args.device == "cuda" or cpu_bf16_is_faster() else "fp32"
+    out = {"machine": machine(), "peaks_gflops": {k: round(v / 1e9) for k, v in peaks.items()}}
+    out.update({"bf16_units": has_units, "auto_picks": auto, "shapes": shapes})
     if args.json:
-        print(json.dumps({"machine": machine(), "rows": rows}, indent=2))
+        print(json.dumps(out, indent=2))
         return
-    print(f"machine: {machine()}")
-    if not bf16:
-        print("bf16: not measured (this CPU has no AMX/AVX-512-BF16; bf16 would be emulated)")
-    print(f"matmul peak: fp32 {peak32 / 1e9:.0f} GFLOP/s, bf16 {peak16 / 1e9:.0f} GFLOP/s")
-    print(f"bf16 measured: {'yes' if bf16 else 'no'}")
-    print(f"model: {n_params / 1e6:.2f}M non-embedding params, {fpt / 1e6:.1f} MFLOP/token")
-    print(f"{'variant':24} {'tokens/s':>10} {'× ref':>7} {'MFU':>6}   reps")
-    for r in rows:
-        print(
-            f"{r['variant']:24} {r['tokens_per_s']:>10,} {r['vs_reference_fp32']:>7.2f} "
-            f"{r['mfu']:>6.1%}   {r['all']}"
-        )
-    assert all(math.isfinite(r["tokens_per_s"]) for r in rows)
+    print(f"machine: {out['machine']}")
+    print(f"bf16 units: {'yes' if has_units else 'no'}; --precision auto picks {auto} here")
+    print(f"matmul peak: fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f}")
+    for s in shapes:
+        print(f"\n{s['shape']} shape (batch {BATCH}); medians of {args.reps} interleaved rounds")
+        print(f"{'variant':30} {'tokens/s':>9} {'× fp32':>7} {'× ref':>6} {'MFU':>6}   rounds")
+        for r in s["rows"]:
+            vs_ref = f"{r['vs_reference']:.2f}" if r["vs_reference"] else "-"
+            print(
+                f"{r['variant']:30} {r['tokens_per_s']:>9,} {r['vs_engine_fp32']:>7.2f} "
+                f"{vs_ref:>6} {r['mfu']:>6.1%}   {r['all']}"
+            )
+        for r in s["rows"]:
+            if r["breakdown"]:
+                parts = ", ".join(f"{k} {v:.0%}" for k, v in r["breakdown"].items())
+                print(f"  {r['variant']}: {parts}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,10 @@ model the same way and neither imports the other.
 
 from __future__ import annotations
 
+import functools
 import os
+import statistics
+import time
 
 import torch
 
@@ -57,17 +60,43 @@ def cpu_has_fast_bf16() -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_bf16_is_faster() -> bool:
+    """Whether bf16 matmuls run measurably faster than fp32 ones on this CPU, now.
+
+    Measured once per process (about 0.1 s), on a matmul the size of a small model's MLP, so
+    that "auto" follows the CPU at hand rather than a table of CPU names: with AMX or
+    AVX-512 BF16 a bf16 matmul ran 2.2x fp32 and the whole bf16 step 1.8-1.9x
+    (benchmarks/train_throughput.py). CPUs without those instructions emulate bf16 (4-200x
+    slower) and are not even measured.
+    """
+    if not cpu_has_fast_bf16():
+        return False
+    a, b = torch.randn(2048, 256), torch.randn(256, 512)
+    pairs = [(a.to(dtype), b.to(dtype)) for dtype in (torch.float32, torch.bfloat16)]
+    ratios = []
+    for rep in range(9):  # each round times both back to back: load hits both alike
+        took = []
+        for x, y in pairs:
+            t0 = time.perf_counter()
+            x @ y
+            took.append(time.perf_counter() - t0)
+        if rep:  # the first round warms oneDNN's kernels up
+            ratios.append(took[0] / max(took[1], 1e-9))
+    return statistics.median(ratios) > 1.25
+
+
 def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for a precision setting on a device; None means plain fp32.
 
     "bf16" is honoured wherever torch can run it; "auto" picks bf16 only where it is fast:
-    CUDA GPUs with bf16 support and CPUs with bf16 instructions.
+    CUDA GPUs with bf16 support, and CPUs on which it measures faster than fp32.
     """
     if precision == "fp32" or device.type == "mps":
         return None
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if precision == "bf16" or cpu_has_fast_bf16():
+    if precision == "bf16" or cpu_bf16_is_faster():
         return torch.bfloat16
     return None
 

@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import torch
+from torch.profiler import record_function
 
 from .adaptation import load_init_weights, source_tokenizer
 from .checkpoint import (
@@ -496,6 +497,31 @@ class Trainer:
                 with contextlib.suppress(Exception):
                     self.run_dir.release_lock()
 
+    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimizer step on the next batch at learning rate ``lr``: (loss, gradient
+        norm), both left on the device. The loop and benchmarks/train_throughput.py time this
+        same call; its phases are labelled for torch.profiler (nearly free when it is off)."""
+        t = self.cfg.train
+        with record_function("ldlm.data"):
+            x0 = self.batcher.next_batch(self._epoch_windows_left())
+            x0 = x0.to(self.device, non_blocking=True)
+        self.process.progress = self.step / self.total_steps  # for block_warmup
+        with record_function("ldlm.forward"), self._amp():
+            loss = self.process.loss(self.ddp_model, x0, self.noise_gen)
+        with record_function("ldlm.backward"):
+            loss.backward()
+        with record_function("ldlm.optimizer"):
+            norm = torch.zeros(())
+            if t.grad_clip > 0:
+                norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.tokens_seen += t.batch_size * self.cfg.model.seq_len * self.world_size
+        return loss, norm
+
     def _loop(self) -> str:
         t = self.cfg.train
         precision = "bf16" if self.amp_dtype is not None else "fp32"
@@ -522,22 +548,10 @@ class Trainer:
                 break
             self._serve_snapshots()
             lr = lr_at(self.step, t, self.total_steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
             epoch_before = self.batcher.epoch
-            x0 = self.batcher.next_batch(self._epoch_windows_left()).to(
-                self.device, non_blocking=True
-            )
-            self.process.progress = self.step / self.total_steps  # for block_warmup
-            with self._amp():
-                loss = self.process.loss(model, x0, self.noise_gen)
-            loss.backward()
+            loss, step_norm = self.train_step(lr)
             if t.grad_clip > 0:
-                grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            self.step += 1
-            self.tokens_seen += tokens_per_step
+                grad_norm = step_norm
             # Losses stay on the device between log steps: reading one back every step would
             # make the CPU wait for the GPU, which costs a small model most of its speed.
             window_loss = loss.detach() + window_loss

@@ -45,6 +45,10 @@ def commands(corpus: Path) -> dict[str, list[str]]:
             "--minutes", "0.01", "--batch", "4", "--set", "model.seq_len=16", "--evals", "2",
             "--eval-tokens", "256", "--eval-samples", "2", "--threads", "1", "--json",
         ],
+        "train_throughput": [
+            "train_throughput.py", "--data", c, "--shapes", "default", "--steps", "1",
+            "--reps", "1", "--profile-steps", "1", "--bf16", "auto", "--threads", "1", "--json",
+        ],
     }  # fmt: skip
 
 
@@ -134,3 +138,16 @@ def test_quality_benchmark_runs(results):
         # Training stops once its CPU budget (0.6 s) is spent, evaluations not counted.
         assert r["steps"] >= 1 and 0.01 <= r["cpu_minutes"] < 0.5
         assert 0 < r["val_bits_per_char"] < 20 and r["curve"]
+
+
+def test_train_throughput_benchmark_runs(results):
+    d = _json(results, "train_throughput")
+    (shape,) = d["shapes"]
+    rows = {r["variant"]: r for r in shape["rows"]}
+    bf16 = {"engine bf16", "engine bf16 (SDPA attention)"} if d["bf16_units"] else set()
+    assert set(rows) == {"engine fp32"} | bf16  # emulated bf16 is not measured (too slow)
+    assert rows["engine fp32"]["vs_engine_fp32"] == 1.0
+    for r in rows.values():
+        assert r["tokens_per_s"] > 0 and r["mfu"] > 0
+        assert abs(sum(r["breakdown"].values()) - 1) < 0.01 and "matmuls" in r["breakdown"]
+    assert d["auto_picks"] in ("fp32", "bf16")

@@ -57,3 +57,101 @@ def test_bf16_autocast_runs_on_cpu():
         out = m(x)
     assert out.dtype == torch.bfloat16
     assert torch.isfinite(out.float()).all()
+
+
+def _qkv(b=2, h=3, lq=24, lk=24, d=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    q, k, v = (torch.randn(b, h, n, d, generator=g) for n in (lq, lk, lk))
+    return q, k, v
+
+
+def _masks(lq, lk):
+    g = torch.Generator().manual_seed(1)
+    random = torch.rand(lq, lk, generator=g) < 0.5
+    random[:, 0] = True  # every query sees a key
+    return {"none": None, "random": random}
+
+
+@pytest.mark.parametrize("lq,lk", [(24, 24), (5, 24), (1, 24)])
+@pytest.mark.parametrize("mask", ["none", "random", "causal"])
+def test_bf16_attention_matches_fp32_sdpa(lq, lk, mask):
+    """The explicit bf16 path (two matmuls around a softmax) computes SDPA's function, the
+    gradients included, to bf16's precision; causal with fewer queries than keys is the
+    cached decoding case (each query sees every cached key)."""
+    from torch.nn import functional as F
+
+    from ldlm_engine.model import attention
+
+    q, k, v = _qkv(lq=lq, lk=lk)
+    causal = mask == "causal"
+    m = None if causal else _masks(lq, lk)[mask]
+    if causal:
+        want_mask = torch.ones(lq, lk, dtype=torch.bool).tril(lk - lq)
+    else:
+        want_mask = m
+    leaves = [z.clone().requires_grad_() for z in (q, k, v)]
+    want = F.scaled_dot_product_attention(*leaves, attn_mask=want_mask)
+    want.square().sum().backward()
+    low = [z.bfloat16().requires_grad_() for z in (q, k, v)]
+    got = attention(*low, attn_mask=m, causal=causal)
+    assert got.dtype == torch.bfloat16
+    got.float().square().sum().backward()
+    err = (got.float() - want).norm() / want.norm()
+    assert err < 0.03, err
+    for a, b in zip(low, leaves, strict=True):
+        assert (a.grad.float() - b.grad).norm() / b.grad.norm() < 0.05
+
+
+def test_fp32_attention_is_sdpa_exactly():
+    from torch.nn import functional as F
+
+    from ldlm_engine.model import attention
+
+    q, k, v = _qkv()
+    mask = _masks(24, 24)["random"]
+    assert torch.equal(attention(q, k, v, mask), F.scaled_dot_product_attention(q, k, v, mask))
+
+
+def test_long_bf16_attention_keeps_sdpa():
+    """Past the cap the scores are never all held at once: SDPA's kernel runs, bit for bit."""
+    from torch.nn import functional as F
+
+    from ldlm_engine.model import _EXPLICIT_SCORES_MAX, attention
+
+    lk = 8192
+    lq = _EXPLICIT_SCORES_MAX // lk + 1
+    q, k, v = (z.bfloat16() for z in _qkv(b=1, h=1, lq=lq, lk=lk, d=8))
+    assert torch.equal(attention(q, k, v), F.scaled_dot_product_attention(q, k, v))
+
+
+def test_bf16_training_learns_like_fp32():
+    """Forty bf16 steps of a shifted block model (masked, causal and plain attention all
+    run) track fp32's losses from the same start."""
+    from engine_helpers import TEXT, tiny_config
+
+    from ldlm_engine import Trainer
+
+    losses = {}
+    for precision in ("fp32", "bf16"):
+        cfg = tiny_config("block", precision=precision)
+        tr = Trainer(cfg, text=TEXT, handle_signals=False)
+        tr.setup()
+        losses[precision] = [float(tr.train_step(3e-3)[0].detach()) for _ in range(40)]
+    a, b = losses["fp32"], losses["bf16"]
+    assert all(torch.isfinite(torch.tensor(b)))
+    assert sum(b[-10:]) / 10 < 0.8 * sum(b[:5]) / 5, b  # it learns
+    assert abs(sum(a[-10:]) - sum(b[-10:])) / sum(a[-10:]) < 0.05, (a, b)
+
+
+def test_auto_precision_follows_the_measurement():
+    """ "auto" trains in bf16 on a CPU exactly where bf16 matmuls measured faster, never on
+    one that only emulates bf16; explicit choices are honoured."""
+    from ldlm_engine.runtime import autocast_dtype, cpu_bf16_is_faster, cpu_has_fast_bf16
+
+    cpu = torch.device("cpu")
+    faster = cpu_bf16_is_faster()
+    assert isinstance(faster, bool)
+    assert not faster or cpu_has_fast_bf16()
+    assert autocast_dtype("auto", cpu) == (torch.bfloat16 if faster else None)
+    assert autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) == torch.bfloat16
