@@ -136,7 +136,7 @@ def test_off_by_default_and_on_it_leaves_training_itself_unchanged():
     off.train.sample_every = 5
     on = RunConfig.from_dict({**off.to_dict(), "train": {**off.to_dict()["train"], "ema": 0.9}})
     tr_off, rd_off, ev_off, _ = train(off, name="off")
-    tr_on, rd_on, ev_on, _ = train(on, name="on")
+    _, rd_on, ev_on, _ = train(on, name="on")
     assert tr_off.ema is None
     ck = load_checkpoint(rd_off.checkpoints_dir)
     assert ck.ema_state == {} and ck.meta["ema_keys"] == []
