@@ -60,16 +60,17 @@ class EMA:
     @torch.no_grad()
     def load(self, tensors: Mapping[str, torch.Tensor]) -> None:
         """Restore a checkpoint's shadow; one saved without an average starts from the
-        current weights (EMA switched on for a run that had none)."""
+        current weights (EMA switched on for a run that had none). Raises ValueError when
+        it does not fit (the checkpoint is then damaged, see ``Trainer._apply``)."""
         if not tensors:
             for s, p in zip(self.shadow, self.params, strict=True):
                 s.copy_(p)
             return
         if set(tensors) != set(self.names):
-            raise CheckpointError("its averaged weights do not fit the model's parameters")
+            raise ValueError("its averaged weights do not fit the model's parameters")
         for name, s in zip(self.names, self.shadow, strict=True):
             if tensors[name].shape != s.shape:
-                raise CheckpointError(f"its averaged weight {name} does not fit the model")
+                raise ValueError(f"its averaged weight {name} does not fit the model")
             s.copy_(tensors[name])
 
     @contextlib.contextmanager
