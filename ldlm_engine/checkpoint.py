@@ -3,7 +3,8 @@
 Layout of one checkpoint (a folder ``step-00000100`` under a run's ``checkpoints/``)::
 
     model.safetensors   weights (tied tensors stored once, see below)
-    state.safetensors   optimizer tensors ``opt.*`` and caller tensors ``extra.<key>`` (RNG ...)
+    state.safetensors   optimizer tensors ``opt.*``, caller tensors ``extra.<key>`` (RNG ...)
+                        and averaged weights ``ema.<parameter>`` (train.ema, see ema.py)
     meta.json           step/epoch/data position, the optimizer's non-tensor structure,
                         format version and the sha256 of both .safetensors files
 
@@ -258,12 +259,14 @@ def save_checkpoint(
     optimizer_state: Mapping[str, Any] | None,
     extra_tensors: Mapping[str, torch.Tensor] | None = None,
     meta: Mapping[str, Any],
+    ema_tensors: Mapping[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write one checkpoint atomically and point ``last.json`` at it; returns its folder.
 
     ``meta`` must hold an integer ``step``; everything in it must be JSON-able (use
     :func:`checkpoint_meta`). Saving a step that already exists replaces it (old folder moved
     aside first; during that instant loading falls back to the previous step).
+    ``ema_tensors`` (averaged weights by parameter name) are stored as ``ema.<name>``.
     """
     directory = Path(directory)
     if "step" not in meta:
@@ -286,6 +289,8 @@ def save_checkpoint(
         if not isinstance(t, torch.Tensor):
             raise CheckpointError(f"extra tensor {key!r} is not a tensor")
         state_tensors[f"extra.{key}"] = _to_cpu_copy(t)
+    for key, t in (ema_tensors or {}).items():
+        state_tensors[f"ema.{key}"] = _to_cpu_copy(t)
 
     tmp = directory / f"{TMP_PREFIX}{name}-{os.getpid()}"
     try:
@@ -310,6 +315,7 @@ def save_checkpoint(
                 "tied": tied,
                 "optimizer": opt_struct,
                 "extra_keys": sorted((extra_tensors or {}).keys()),
+                "ema_keys": sorted((ema_tensors or {}).keys()),
                 "files": files,
             }
         )
@@ -384,6 +390,7 @@ class Checkpoint:
 
     ``note`` is empty, or one line telling the user that the newest checkpoint
     (``fallback_from``) was incomplete and this older intact one was loaded instead.
+    ``ema_state``: the averaged weights by parameter name (empty when trained without).
     """
 
     model_state: dict[str, torch.Tensor]
@@ -394,6 +401,7 @@ class Checkpoint:
     tied: dict[str, str] = field(default_factory=dict)
     note: str = ""
     fallback_from: str | None = None
+    ema_state: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def step(self) -> int:
@@ -524,8 +532,11 @@ def _load_folder(path: Path, fit: Fit = _NO_FIT) -> Checkpoint:
         ) from None
     check_tensors(path, ordered, state_tensors, fit)
     extra = {k[len("extra.") :]: v for k, v in state_tensors.items() if k.startswith("extra.")}
+    ema = {k[len("ema.") :]: v for k, v in state_tensors.items() if k.startswith("ema.")}
+    if sorted(ema) != meta.get("ema_keys", []):  # an average is whole or absent
+        raise CheckpointError(f"checkpoint {path} is damaged: its averaged weights are incomplete")
     meta["path"] = str(path)
-    ck = Checkpoint(ordered, optimizer_state, extra, meta, path, dict(tied))
+    ck = Checkpoint(ordered, optimizer_state, extra, meta, path, dict(tied), ema_state=ema)
     if fit.apply is not None:
         try:
             fit.apply(ck)

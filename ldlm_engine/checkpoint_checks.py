@@ -27,12 +27,14 @@ class Fit:
     """What a checkpoint must fit: the model's tensors (:func:`model_spec`), the state
     tensors the caller needs, the config whose fingerprint it must carry, and ``apply``,
     which puts a checkpoint to use (a trainer's optimizer, RNG, data position) and raises if
-    it does not fit; a failure there is damage like any other, so loading may fall back."""
+    it does not fit; a failure there is damage like any other, so loading may fall back.
+    ``ema`` (:func:`ldlm_engine.ema.ema_spec`) is what averaged weights, where saved, must be."""
 
     spec: TensorSpec | None = None
     extra_keys: tuple[str, ...] = ()
     config: Mapping[str, Any] | None = field(default=None, repr=False)
     apply: Callable[[Any], None] | None = field(default=None, repr=False)
+    ema: TensorSpec | None = None
 
 
 # What putting a damaged state to use raises (torch's load_state_dict, set_rng_state ...).
@@ -65,6 +67,7 @@ _META_FIELDS = {
     "config_fingerprint": lambda v: is_str(v) and len(v) <= 128,
     "relevant_config": lambda v: isinstance(v, dict),
     "extra_keys": lambda v: isinstance(v, list) and all(is_str(k) for k in v),
+    "ema_keys": lambda v: isinstance(v, list) and all(is_str(k) for k in v),
     "optimizer": lambda v: v is None or isinstance(v, dict),
 }
 
@@ -88,32 +91,38 @@ def _not_finite(tensors: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
+def _check_spec(where: Path, tensors: Mapping[str, torch.Tensor], spec: TensorSpec) -> None:
+    """Refuse tensors whose names, shapes or dtypes are not exactly ``spec``'s."""
+    missing = sorted(set(spec) - set(tensors))
+    unexpected = sorted(set(tensors) - set(spec))
+    if missing or unexpected:
+        parts = [f"missing {', '.join(missing[:3])}" if missing else ""]
+        parts.append(f"unexpected {', '.join(unexpected[:3])}" if unexpected else "")
+        raise CheckpointError(
+            f"checkpoint {where} does not fit the run's model: " + "; ".join(p for p in parts if p)
+        )
+    for name, (shape, dtype) in spec.items():
+        t = tensors[name]
+        if tuple(t.shape) != shape or t.dtype != dtype:
+            raise CheckpointError(
+                f"checkpoint {where} does not fit the run's model: {name} is "
+                f"{list(t.shape)} {t.dtype}, the model needs {list(shape)} {dtype}"
+            )
+
+
 def check_tensors(
     where: Path,
     model_state: Mapping[str, torch.Tensor],
     state_tensors: Mapping[str, torch.Tensor],
     fit: Fit,
 ) -> None:
-    """Refuse tensors that do not fit the model (``fit.spec``), miss a needed extra, or are
-    not finite (a NaN weight turns every sample into an error)."""
-    spec = fit.spec
-    if spec is not None:
-        missing = sorted(set(spec) - set(model_state))
-        unexpected = sorted(set(model_state) - set(spec))
-        if missing or unexpected:
-            parts = [f"missing {', '.join(missing[:3])}" if missing else ""]
-            parts.append(f"unexpected {', '.join(unexpected[:3])}" if unexpected else "")
-            raise CheckpointError(
-                f"checkpoint {where} does not fit the run's model: "
-                + "; ".join(p for p in parts if p)
-            )
-        for name, (shape, dtype) in spec.items():
-            t = model_state[name]
-            if tuple(t.shape) != shape or t.dtype != dtype:
-                raise CheckpointError(
-                    f"checkpoint {where} does not fit the run's model: {name} is "
-                    f"{list(t.shape)} {t.dtype}, the model needs {list(shape)} {dtype}"
-                )
+    """Refuse tensors that do not fit the model (``fit.spec``) or its average (``fit.ema``),
+    miss a needed extra, or are not finite (a NaN weight turns every sample into an error)."""
+    if fit.spec is not None:
+        _check_spec(where, model_state, fit.spec)
+    ema = {k: t for k, t in state_tensors.items() if k.startswith("ema.")}
+    if ema and fit.ema is not None:  # averaged weights (train.ema) are checked like the model's
+        _check_spec(where, ema, fit.ema)
     for key in fit.extra_keys:
         t = state_tensors.get(f"extra.{key}")
         if t is None or t.dtype != torch.uint8 or t.dim() != 1:

@@ -165,6 +165,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     compile: bool = False
+    # Evaluate, sample and save for inference an average of the weights (ema.py); 0 = off,
+    # else its decay, e.g. 0.999 (about the last 1000 steps).
+    ema: float = 0.0
     # --init-from: the run whose weights start this one (absolute path) and its step; "" = none
     init_from: str = ""
     init_step: int = 0
@@ -355,6 +358,7 @@ def validate(cfg: RunConfig) -> None:
     _check(0 <= t.warmup_steps <= MAX_STEPS, "train.warmup_steps must be in 0..10**12")
     _check(0 <= t.min_lr_ratio <= 1, "train.min_lr_ratio must be in [0, 1]")
     _check(0 <= t.grad_clip <= 1e6, "train.grad_clip must be in [0, 1e6] (0 = off)")
+    _check(0 <= t.ema < 1, f"train.ema must be in [0, 1) (0 = off); got {t.ema}")
     _check(t.epochs is None or t.epochs >= 1, "train.epochs must be at least 1")
     _check(t.epochs is None or t.epochs <= MAX_EPOCHS, f"train.epochs must be in 1..{MAX_EPOCHS}")
     _check(t.max_steps is None or t.max_steps >= 1, "train.max_steps must be at least 1")

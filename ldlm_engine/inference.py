@@ -12,6 +12,7 @@ from .checkpoint_checks import Fit, model_spec
 from .config import MAX_EVAL_SAMPLES, MAX_EVAL_TERMS, RunConfig, check_range
 from .corpora import load_corpus
 from .data import count_chars, encode_corpus, eval_windows
+from .ema import ema_spec, load_weights
 from .errors import CheckpointError, ConfigError, DataError
 from .evaluation import BoundEstimate, estimate_nll
 from .model import DiffusionTransformer
@@ -37,7 +38,8 @@ class LoadedRun:
 
 
 def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:
-    """Rebuild model, process and tokenizer from a run directory and its latest checkpoint.
+    """Rebuild model, process and tokenizer from a run directory and its latest checkpoint
+    (with its averaged weights when it was trained with ``train.ema``).
 
     Works on a run that is still training: checkpoints are written atomically, so the newest
     complete one is always readable.
@@ -52,8 +54,9 @@ def load_run(run: str | Path | RunDir, device: str = "auto") -> LoadedRun:
         )
     dev = resolve_device(device)
     model, process = build_model(config, tokenizer)
-    ck = load_checkpoint(rd.checkpoints_dir, fit=Fit(model_spec(model), (), config.to_dict()))
-    model.load_state_dict(ck.model_state)  # names, shapes and dtypes checked above
+    fit = Fit(model_spec(model), (), config.to_dict(), ema=ema_spec(model))
+    ck = load_checkpoint(rd.checkpoints_dir, fit=fit)
+    load_weights(model, ck)  # names, shapes and dtypes checked above; the average if saved
     model.to(dev).eval()
     process.to(dev)
     return LoadedRun(rd, config, tokenizer, model, process, ck.step, dev, ck.note)

@@ -9,9 +9,12 @@ Control: ``request_pause/resume/stop`` from another thread; ``control.json`` in 
 directory from another process (``ldlm runs stop``); SIGINT/SIGTERM/SIGHUP when ``run`` is
 called on the main thread. All of them act between steps, and a stop always checkpoints.
 
-Exact resume: the checkpoint holds the weights, the optimizer, the global and noise RNG
-states and the data position, so a resumed run reproduces the uninterrupted one step for step
-on CPU.
+EMA (``train.ema``): evaluations, samples, live snapshots and the checkpoint's model for
+inference use the averaged weights (:mod:`ldlm_engine.ema`); training continues on the raw ones.
+
+Exact resume: the checkpoint holds the weights (and their average), the optimizer, the global
+and noise RNG states and the data position, so a resumed run reproduces the uninterrupted one
+step for step on CPU.
 
 DDP: under ``torchrun`` (``WORLD_SIZE`` > 1) each rank trains on its own slice of every global
 batch of ``batch_size * world_size`` windows; only rank 0 writes the run directory and emits
@@ -44,6 +47,7 @@ from .checkpoint_checks import Fit, model_spec
 from .config import RunConfig, training_phase
 from .corpora import load_corpus
 from .data import Batcher, count_chars, eval_windows
+from .ema import EMA, ema_spec
 from .errors import CheckpointError, RunError
 from .evaluation import BoundEstimate, estimate_nll
 from .events import (
@@ -126,6 +130,7 @@ class Trainer:
         self.rank = int(os.environ.get("RANK", "0"))
         self.is_main = self.rank == 0
         self.model: DiffusionTransformer | None = None
+        self.ema: EMA | None = None  # train.ema's average of the weights (None: off)
         self._snap_lock = threading.Lock()  # live-weight snapshots (snapshot_weights)
         self._snap_waiting: list[tuple[threading.Event, list]] = []
         self._in_run = False
@@ -195,6 +200,7 @@ class Trainer:
         self.process.to(self.device)
         self.amp_dtype = autocast_dtype(cfg.train.precision, self.device)
         t = cfg.train
+        self.ema = EMA(self.model, t.ema) if t.ema else None
         params = [p for p in self.model.parameters() if p.requires_grad]
         decay = [p for p in params if p.dim() >= 2]
         no_decay = [p for p in params if p.dim() < 2]
@@ -286,6 +292,7 @@ class Trainer:
             optimizer_state=self.optimizer.state_dict(),
             extra_tensors=self._extra_tensors(),
             meta=meta,
+            ema_tensors=self.ema.tensors() if self.ema is not None else None,
         )
         self._last_saved = self.step
         prune_checkpoints(self.run_dir.checkpoints_dir, self.cfg.train.keep_checkpoints)
@@ -294,9 +301,8 @@ class Trainer:
 
     def _load_state(self) -> None:
         assert self.run_dir is not None
-        fit = Fit(
-            model_spec(self.model), ("rng_torch", "rng_noise"), self.cfg.to_dict(), self._apply
-        )
+        m, rng = self.model, ("rng_torch", "rng_noise")
+        fit = Fit(model_spec(m), rng, self.cfg.to_dict(), self._apply, ema_spec(m))
         try:
             ck = load_checkpoint(self.run_dir.checkpoints_dir, fit=fit)
         except CheckpointError:
@@ -309,6 +315,8 @@ class Trainer:
         """Put a verified checkpoint to use; raises (an APPLY_ERRORS type, or CheckpointError)
         when it does not fit, so that load_checkpoint treats it as damaged."""
         self.model.load_state_dict(ck.model_state)  # names, shapes and dtypes checked
+        if self.ema is not None:
+            self.ema.load(ck.ema_state)
         if ck.optimizer_state is not None:
             self.optimizer.load_state_dict(ck.optimizer_state)
             _check_optimizer_shapes(self.optimizer)
@@ -339,19 +347,23 @@ class Trainer:
         chars = count_chars(self.tokenizer, text or "", n_train, self.eval_set, total)
         return chars / self.eval_set.numel()
 
+    def _averaged(self):
+        """The model holds the weights to evaluate and sample: the average when EMA is on."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
     def evaluate(self) -> BoundEstimate:
-        est = estimate_nll(
-            self.model,
-            self.process,
-            self.eval_set,
-            chars_per_token=self.chars_per_token,
-            samples=self.cfg.train.eval_samples,
-            batch_size=self.cfg.train.batch_size,
-            seed=self.cfg.train.seed,
-            device=self.device,
-            autocast_dtype=self.amp_dtype,
-        )
-        return est
+        with self._averaged():
+            return estimate_nll(
+                self.model,
+                self.process,
+                self.eval_set,
+                chars_per_token=self.chars_per_token,
+                samples=self.cfg.train.eval_samples,
+                batch_size=self.cfg.train.batch_size,
+                seed=self.cfg.train.seed,
+                device=self.device,
+                autocast_dtype=self.amp_dtype,
+            )
 
     def sample(self) -> SampleEvent:
         """A periodic sample, drawn with the process's faithful ancestral sampler.
@@ -368,7 +380,7 @@ class Trainer:
             seed=self.step,
             temperature=self.cfg.train.sample_temperature,
         )
-        with self._amp():
+        with self._amp(), self._averaged():
             frame = final_frame(self.model, self.process, self.tokenizer, sc, device=self.device)
         return SampleEvent(step=self.step, text=self.tokenizer.decode(frame.tokens), nfe=frame.nfe)
 
@@ -421,7 +433,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ live weights
     def snapshot_weights(self, timeout: float = 60.0) -> tuple[int, dict[str, torch.Tensor]] | None:
-        """``(step, a CPU copy of the model's weights)`` taken between two optimizer steps.
+        """``(step, a CPU copy of the model's weights)`` taken between two optimizer steps
+        (their average when EMA is on).
 
         For sampling from a run while it trains in this process (the app's Generate tab):
         another thread asks and waits; the training loop copies at its next step boundary (at
@@ -450,6 +463,8 @@ class Trainer:
             done.set()
 
     def _copy_weights(self) -> tuple[int, dict[str, torch.Tensor]]:
+        if self.ema is not None:
+            return self.step, self.ema.state_dict(self.model)  # type: ignore[arg-type]
         state = self.model.state_dict()  # type: ignore[union-attr]
         return self.step, {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
@@ -517,6 +532,8 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.step)
             self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
         self.tokens_seen += t.batch_size * self.cfg.model.seq_len * self.world_size

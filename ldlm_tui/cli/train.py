@@ -65,6 +65,7 @@ _RESUME_FORBIDDEN = (
     ("run_dir", "--run-dir"),
     ("config", "--config"),
     ("init_from", "--init-from"),
+    ("ema", "--ema"),
 )
 
 
@@ -94,6 +95,14 @@ def train(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Sequences per step."),
     seq_len: int | None = typer.Option(None, "--seq-len", help="Tokens per sequence."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate."),
+    ema: float | None = typer.Option(
+        None,
+        "--ema",
+        metavar="DECAY",
+        help="Evaluate, sample and save for generation an average of the weights with this "
+        "decay (0 <= DECAY < 1, e.g. 0.999; default 0 = off); training continues on the raw "
+        "weights.",
+    ),
     precision: Precision | None = typer.Option(
         None,
         "--precision",
@@ -181,6 +190,7 @@ def train(
                 "max_steps": max_steps,
                 "batch_size": batch_size,
                 "lr": lr,
+                "ema": ema,
                 "precision": precision.value if precision else None,
                 "device": device.value if device else None,
                 "seed": seed,
@@ -214,6 +224,7 @@ FLAG_NAMES = {
             "max_steps",
             "batch_size",
             "lr",
+            "ema",
             "precision",
             "device",
             "seed",
