@@ -68,16 +68,21 @@ def spawn_detached(argv: list[str], log_path: Path, before_start: Any = None) ->
     return proc.pid
 
 
-def spawn_training(run_dir: str | Path, before_start: Any = None) -> int:
+def spawn_training(
+    run_dir: str | Path, before_start: Any = None, extra: list[str] | None = None
+) -> int:
     """Train (or continue) the run at ``run_dir`` in the background; returns the child's pid.
 
     The run directory must already hold ``config.json`` (``RunDir.create`` writes it): a run
     that never started begins from scratch, one with a checkpoint resumes from it. Output goes
     to ``run_dir/train.log``. The run must not be live (its trainer lock is checked by the
     child, which then exits with a one-line error in the log).
+    ``extra`` are more ``ldlm train`` flags for the child: a finished run extended with
+    ``--max-steps``/``--epochs`` is refused without them, whatever its config.json says.
     """
     path = Path(run_dir).expanduser().resolve()
-    return spawn_detached(["train", "--resume", str(path)], path / "train.log", before_start)
+    argv = ["train", "--resume", str(path), *(extra or [])]
+    return spawn_detached(argv, path / "train.log", before_start)
 
 
 __all__ = ["spawn_detached", "spawn_training"]

@@ -144,6 +144,29 @@ def test_runs_stop_live_detached_run(detached) -> None:
     assert "stopped long" in (run / "train.log").read_text()
 
 
+def test_detached_resume_extends_a_finished_run(corpus_file: Path, tmp_path: Path) -> None:
+    """`--resume RUN --max-steps N --detach` on a finished run trains it on in the background
+    (the child once refused: "already finished", whatever config.json said)."""
+    flags = ("--data", corpus_file, *TRAIN_FLAGS, "--seq-len", "32", "--name", "ext")
+    res = run_ldlm("train", *flags, "--max-steps", "4", home=tmp_path)
+    assert res.returncode == 0, res.stderr
+    run = tmp_path / "runs" / "ext"
+    assert _status(run).get("state") == "finished"
+    try:
+        res = run_ldlm("train", "--resume", "ext", "--max-steps", "8", "--detach", home=tmp_path)
+        assert res.returncode == 0, res.stderr
+        assert re.search(r"resumed ext in the background \(pid \d+\)", res.stdout), res.stdout
+        wait_for(
+            lambda: _status(run).get("state") == "finished" and _status(run).get("step") == 8,
+            120,
+            "the detached resume to reach step 8",
+        )
+    finally:
+        _kill_if_running(run)
+    assert "already finished" not in (run / "train.log").read_text()
+    assert _last_checkpoint(run) == 8
+
+
 # --------------------------------------------------------------------------- help, version
 
 

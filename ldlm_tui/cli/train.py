@@ -264,7 +264,9 @@ def _train_resume(
         plan.trainer().run()
         return
     if detach:  # the child reads its settings from config.json, once train.log opens
-        _detach(plan.run, resumed=plan.resume, before_start=plan.record_settings)
+        extra = [] if max_steps is None else ["--max-steps", str(max_steps)]
+        extra += [] if epochs is None else ["--epochs", str(epochs)]
+        _detach(plan.run, resumed=plan.resume, before_start=plan.record_settings, extra=extra)
         return
     trainer = plan.trainer(sinks=[])
     _train_foreground(
@@ -272,10 +274,10 @@ def _train_resume(
     )
 
 
-def _detach(rd: Any, *, resumed: bool, before_start: Any = None) -> None:
+def _detach(rd: Any, *, resumed: bool, before_start: Any = None, extra: Any = None) -> None:
     from ..launch import spawn_training
 
-    pid = spawn_training(rd.path, before_start)
+    pid = spawn_training(rd.path, before_start, extra)
     ref = _run_ref(rd)
     what = "resumed" if resumed else "started"
     _out(f"{what} {rd.name} in the background (pid {pid})")
