@@ -27,10 +27,10 @@ import time
 
 import torch
 import torch.nn.functional as F
+import torch.utils.flop_counter as fc
 from common import default_corpus, machine, matmul_peak
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
-from torch.utils.flop_counter import FlopCounterMode
 
 import ldlm_engine.model as engine_model
 from ldlm_engine import ModelConfig, Trainer, build_tokenizer, get_preset, load_corpus
@@ -139,9 +139,25 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def _sdpa_cpu(q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return fc.sdpa_flop_count(q, k, v)
+
+
+def _sdpa_cpu_backward(grad, q, k, v, *args, out_shape=None, **kwargs) -> int:
+    return 2 * fc.sdpa_flop_count(q, k, v)  # model FLOPs: twice the forward, no recompute
+
+
+# torch counts no FLOPs for SDPA's CPU kernel; these make it count what two matmuls would.
+SDPA_CPU = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_cpu_backward,
+}
+
+
 def step_flops(variant) -> float:
-    """Matmul FLOPs of one training step (forward and backward), counted, not estimated."""
-    with FlopCounterMode(display=False) as counter:
+    """Matmul FLOPs of one training step (forward and backward), counted, not estimated:
+    the same for every precision and attention path of one shape."""
+    with fc.FlopCounterMode(display=False, custom_mapping=SDPA_CPU) as counter:
         variant.step()
     return float(counter.get_total_flops())
 
@@ -224,9 +240,10 @@ def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
     fp32 = statistics.median(rates["engine fp32"])
     ref = statistics.median(rates["reference fp32"]) if shape == "seed" else None
     rows = []
+    counted = {type(v): step_flops(v) for v in variants}  # per step; engine paths all alike
     for v in variants:
         tps = statistics.median(rates[v.name])
-        flops = step_flops(v) * tps / tokens[v.name]
+        flops = counted[type(v)] * tps / tokens[v.name]
         rows.append(
             {
                 "variant": v.name,
