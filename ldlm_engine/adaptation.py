@@ -85,12 +85,13 @@ def load_init_weights(model, cfg: RunConfig) -> str:
     """Fill ``model`` with the source run's weights at ``train.init_step`` (their average
     when it was trained with ``train.ema``: the model it generates from); returns a note."""
     from .checkpoint import load_checkpoint
-    from .ema import load_weights
+    from .checkpoint_checks import Fit
+    from .ema import ema_spec, load_weights
 
     rd, _ = init_source(cfg.train.init_from)
     name = str(cfg.train.init_step) if cfg.train.init_step else None
     try:
-        ck = load_checkpoint(rd.checkpoints_dir, name)
+        ck = load_checkpoint(rd.checkpoints_dir, name, fit=Fit(ema=ema_spec(model)))
         load_weights(model, ck)
     except CheckpointError as e:
         raise CheckpointError(f"--init-from {rd.name}: {e}") from None

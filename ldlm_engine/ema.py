@@ -18,8 +18,6 @@ from typing import Any
 
 import torch
 
-from .errors import CheckpointError
-
 
 def ema_decay(decay: float, step: int) -> float:
     """The decay of the update after ``step`` earlier ones.
@@ -59,19 +57,13 @@ class EMA:
 
     @torch.no_grad()
     def load(self, tensors: Mapping[str, torch.Tensor]) -> None:
-        """Restore a checkpoint's shadow; one saved without an average starts from the
-        current weights (EMA switched on for a run that had none). Raises ValueError when
-        it does not fit (the checkpoint is then damaged, see ``Trainer._apply``)."""
+        """Restore a checkpoint's shadow, checked against :func:`ema_spec` when it loaded;
+        one saved without an average starts from the current weights (EMA switched on for a
+        run that had none)."""
         if not tensors:
-            for s, p in zip(self.shadow, self.params, strict=True):
-                s.copy_(p)
+            torch._foreach_copy_(self.shadow, [p.detach().float() for p in self.params])
             return
-        if set(tensors) != set(self.names):
-            raise ValueError("its averaged weights do not fit the model's parameters")
-        for name, s in zip(self.names, self.shadow, strict=True):
-            if tensors[name].shape != s.shape:
-                raise ValueError(f"its averaged weight {name} does not fit the model")
-            s.copy_(tensors[name])
+        torch._foreach_copy_(self.shadow, [tensors[name] for name in self.names])
 
     @contextlib.contextmanager
     def applied(self) -> Iterator[None]:
@@ -100,19 +92,15 @@ class EMA:
 def load_weights(model: torch.nn.Module, ck: Any) -> None:
     """Fill ``model`` with a checkpoint's weights for use: its average when it has one.
 
-    ``ck`` is a :class:`~ldlm_engine.checkpoint.Checkpoint`; raises CheckpointError when the
-    average does not fit ``model`` (RuntimeError, from torch, when the raw weights do not).
+    ``ck`` is a :class:`~ldlm_engine.checkpoint.Checkpoint` loaded with ``Fit(ema=
+    ema_spec(model))``, which checked the average's names, shapes and dtypes (RuntimeError,
+    from torch, when the raw weights do not fit).
     """
     model.load_state_dict(ck.model_state)
-    if not ck.ema_state:
-        return
-    params = dict(model.named_parameters())
-    ema = ck.ema_state
-    if set(ema) != set(params) or any(ema[n].shape != p.shape for n, p in params.items()):
-        raise CheckpointError(f"checkpoint {ck.path}: its averaged weights do not fit the model")
-    with torch.no_grad():
-        for name, p in params.items():
-            p.copy_(ema[name])
+    if ck.ema_state:
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                p.copy_(ck.ema_state[name])
 
 
 __all__ = ["EMA", "ema_decay", "ema_spec", "load_weights"]

@@ -120,9 +120,9 @@ def attention(
 
     In bf16 on a CPU, PyTorch's fused attention kernel is slow: at the seed's dimensions its
     backward took a third of a bf16 training step (3x its fp32 time), while bf16 matmuls run
-    at twice fp32's rate. There the scores are two bf16 matmuls around a softmax: 1.3x the
-    whole step at the seed's dimensions and 1.2x at the default preset's, against SDPA in
-    bf16 or in fp32 (interleaved, benchmarks/train_throughput.py). Elsewhere (fp32, CUDA,
+    at twice fp32's rate. There the scores are two bf16 matmuls around a softmax: the whole
+    step ran 1.5x as fast as with SDPA in bf16 at the seed's dimensions and 1.3x at the
+    default preset's (benchmarks/train_throughput.py, interleaved). Elsewhere (fp32, CUDA,
     very long windows) SDPA is the fast path.
     """
     lq, lk = q.shape[2], k.shape[2]
@@ -135,7 +135,7 @@ def attention(
             q, k, v, attn_mask=attn_mask, is_causal=causal, dropout_p=dropout
         )
     # bf16 scores and softmax, as bf16 eager attention elsewhere (the softmax kernel
-    # accumulates in fp32); an fp32 softmax cost 10% of the step and was no closer to fp32
+    # accumulates in fp32); an fp32 softmax cost ~10% of the step and was no closer to fp32
     # attention: the difference comes from rounding the scores, not the softmax.
     scores = (q * q.shape[-1] ** -0.5) @ k.transpose(-1, -2)
     if causal:

@@ -64,7 +64,7 @@ def cpu_has_fast_bf16() -> bool:
 def cpu_bf16_is_faster() -> bool:
     """Whether bf16 matmuls run measurably faster than fp32 ones on this CPU, now.
 
-    Measured once per process (about 0.1 s), on a matmul the size of a small model's MLP, so
+    Measured once per process (0.1-0.3 s), on a matmul the size of a small model's MLP, so
     that "auto" follows the CPU at hand rather than a table of CPU names: with AMX or
     AVX-512 BF16 a bf16 matmul ran 2.2x fp32 and the whole bf16 step 1.8-1.9x
     (benchmarks/train_throughput.py). CPUs without those instructions emulate bf16 (4-200x

@@ -512,10 +512,11 @@ class Trainer:
                 with contextlib.suppress(Exception):
                     self.run_dir.release_lock()
 
-    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimizer step on the next batch at learning rate ``lr``: (loss, gradient
-        norm), both left on the device. The loop and benchmarks/train_throughput.py time this
-        same call; its phases are labelled for torch.profiler (nearly free when it is off)."""
+    def train_step(self, lr: float) -> tuple[torch.Tensor, torch.Tensor | float]:
+        """One optimizer step on the next batch at learning rate ``lr``: (loss, gradient norm;
+        0.0 without clipping), left on the device. The loop and benchmarks/train_throughput.py
+        time this same call; its phases are labelled for torch.profiler (nearly free when it
+        is off)."""
         t = self.cfg.train
         with record_function("ldlm.data"):
             x0 = self.batcher.next_batch(self._epoch_windows_left())
@@ -526,7 +527,7 @@ class Trainer:
         with record_function("ldlm.backward"):
             loss.backward()
         with record_function("ldlm.optimizer"):
-            norm = torch.zeros(())
+            norm: torch.Tensor | float = 0.0
             if t.grad_clip > 0:
                 norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
             for group in self.optimizer.param_groups:
@@ -566,9 +567,7 @@ class Trainer:
             self._serve_snapshots()
             lr = lr_at(self.step, t, self.total_steps)
             epoch_before = self.batcher.epoch
-            loss, step_norm = self.train_step(lr)
-            if t.grad_clip > 0:
-                grad_norm = step_norm
+            loss, grad_norm = self.train_step(lr)
             # Losses stay on the device between log steps: reading one back every step would
             # make the CPU wait for the GPU, which costs a small model most of its speed.
             window_loss = loss.detach() + window_loss
