@@ -29,7 +29,7 @@ from quality import train_one
 def best_so_far(curve: list[tuple]) -> list[tuple[float, float]]:
     """(cpu s, lowest bits/char up to then) along one curve."""
     out, best = [], float("inf")
-    for _step, cpu, _wall, bits in curve:
+    for _step, cpu, _wall, bits, _head in curve:
         best = min(best, bits)
         out.append((cpu, best))
     return out
@@ -47,7 +47,7 @@ def at(curve: list[tuple[float, float]], cpu: float) -> float:
 def crossover(ar: dict, other: dict) -> dict | None:
     """The first evaluation of ``other`` whose best-so-far is below ar's at that CPU time."""
     ar_best = best_so_far(ar["curve"])
-    for (step, cpu, _w, _b), (_c, best) in zip(
+    for (step, cpu, _w, _b, _h), (_c, best) in zip(
         other["curve"], best_so_far(other["curve"]), strict=True
     ):
         if best < at(ar_best, cpu):
@@ -80,7 +80,7 @@ def main() -> None:
         results = [train_one(p, args.minutes, str(corpus), args) for p in args.processes.split(",")]
     ar = next((r for r in results if r["process"] == "ar"), None)
     for r in results:
-        r["best_bits_per_char"] = min(b for *_, b in r["curve"]) if r["curve"] else None
+        r["best_bits_per_char"] = min(c[3] for c in r["curve"]) if r["curve"] else None
         r["crossover"] = crossover(ar, r) if ar and r is not ar else None
     if args.json:
         print(json.dumps({"machine": machine(), "kb": args.kb, "results": results}, indent=2))
@@ -90,7 +90,7 @@ def main() -> None:
     for r in results:
         epochs_per_step = r["epochs"] / max(1, r["steps"])
         print(f"\n{r['process']}: {r['steps']} steps, {r['epochs']:.1f} epochs")
-        for step, cpu, _w, bits in r["curve"]:
+        for step, cpu, _w, bits, _head in r["curve"]:
             print(f"  epoch {step * epochs_per_step:6.1f}  cpu {cpu / 60:5.2f} min  {bits:.3f}")
         print(f"  best {r['best_bits_per_char']:.3f}  final {r['val_bits_per_char']:.3f}")
     for r in results:

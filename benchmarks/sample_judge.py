@@ -14,6 +14,9 @@ The verdict compares runs at matched entropy: for each run, the lowest judge NLL
 temperatures whose mean unigram entropy is within ``--entropy-tol`` (5%) of real text's; the
 first ``--run`` is the one compared (``× first``) with the others. A sample made of repeated
 spaces scores low under any judge, so only samples as varied as real text compete.
+
+``--run RUN@sampler=speculative,top_p=1.0`` overrides that run's sample settings (the same
+run may compete several times with different settings).
 """
 
 from __future__ import annotations
@@ -28,8 +31,23 @@ from common import machine
 from ldlm_engine import GenerationSession
 
 
-def score(run, judge, temperature: float, args) -> dict:
-    sc = bench.SESSION.settings(run.loaded, temperature=temperature, length=args.length)
+def split_run(spec: str) -> tuple[str, dict]:
+    """``RUN@key=value,key=value`` → (RUN, {key: value}); numbers are read as numbers."""
+    name, _, rest = spec.partition("@")
+    overrides = {}
+    for item in filter(None, rest.split(",")):
+        key, _, value = item.partition("=")
+        try:
+            overrides[key] = float(value) if "." in value else int(value)
+        except ValueError:
+            overrides[key] = value
+    return name, overrides
+
+
+def score(run, judge, temperature: float, args, overrides: dict) -> dict:
+    sc = bench.SESSION.settings(
+        run.loaded, **{**overrides, "temperature": temperature, "length": args.length}
+    )
     nll, ent, texts = [], [], []
     for i in range(args.num):
         sc.seed = args.seed * 1000 + i
@@ -71,17 +89,19 @@ def main() -> None:
     bench.SESSION = GenerationSession(device="cpu", cache_size=8)
     judge_model = bench.load_model("ar", args.judge, torch.device("cpu"))
     runs = []
-    for name in args.run:
+    for spec in args.run:
+        name = split_run(spec)[0]
         kind = bench.SESSION.load(name).config.process.kind
         runs.append(bench.load_model(kind, name, torch.device("cpu")))
-    if args.judge in args.run:
+    if args.judge in [split_run(spec)[0] for spec in args.run]:
         raise SystemExit("the judge must not be one of the contestants")
     real_args = argparse.Namespace(num=args.num, length=args.length)
     out = {"machine": machine(), "judge": judge_model.source, "rows": [], "verdict": {}}
     rows_by_run: dict[str, list[dict]] = {}
     for name, run in zip(args.run, runs, strict=True):
         judge = bench.Judge(judge_model, run.tokenizer, torch.device("cpu"))
-        rows = [score(run, judge, float(t), args) for t in args.temperatures.split(",")]
+        overrides = split_run(name)[1]
+        rows = [score(run, judge, float(t), args, overrides) for t in args.temperatures.split(",")]
         for r in rows:
             r["run"] = name
         rows_by_run[name] = rows

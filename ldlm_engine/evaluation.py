@@ -33,6 +33,9 @@ class BoundEstimate:
     exact: bool
     windows: int = 0
     draws: int = 0
+    # A shifted block model's ar head on the same windows (exact, bits/char): the NLL of what
+    # the speculative sampler writes. None for every other process.
+    ar_head_bits_per_char: float | None = None
 
     @property
     def bits_per_token(self) -> float:
@@ -68,6 +71,7 @@ class BoundEstimate:
             "draws": self.draws,
             "exact": self.exact,
             "bound": "exact" if self.exact else "upper",
+            "ar_head_bits_per_char": self.ar_head_bits_per_char,
         }
 
 
@@ -163,4 +167,18 @@ def estimate_nll(
     else:
         var = _residual_variance(terms, u_all.T.double())
         stderr = math.sqrt(var / (n * draws)) / length
-    return BoundEstimate(total, stderr, n * length, chars_per_token, process.exact, n, draws)
+    est = BoundEstimate(total, stderr, n * length, chars_per_token, process.exact, n, draws)
+    head = process.ar_head() if hasattr(process, "ar_head") else None
+    if head is not None:  # one causal pass more: the exact NLL of the speculative sampler
+        ar = estimate_nll(
+            model,
+            head,
+            windows,
+            chars_per_token=chars_per_token,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+            autocast_dtype=autocast_dtype,
+        )
+        est.ar_head_bits_per_char = ar.bits_per_char
+    return est

@@ -52,6 +52,8 @@ class EvalEvent(Event):
     val_bits_per_char: float
     stderr_bits_per_char: float = 0.0
     exact: bool = False
+    # A shifted block model's ar head (exact): what its speculative sampler writes.
+    ar_head_bits_per_char: float | None = None
     event = "eval"
 
 

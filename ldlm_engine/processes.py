@@ -18,6 +18,8 @@ numbers ``u``, so :mod:`ldlm_engine.evaluation` can stratify draws and report a 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import math
 
 import torch
@@ -386,6 +388,17 @@ class BlockProcess(MaskedProcess):
         self._masks: dict[tuple[int, int, str], torch.Tensor] = {}
         self._shift: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
         self._split_masks: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def ar_head(self) -> BlockProcess | None:
+        """The same network read as an ar model (a shifted process with blocks of 1): the
+        distribution the speculative sampler's text follows. None without the shift, and
+        for blocks of 1, which already are that model."""
+        if not self.shift or self.block_size == 1:
+            return None
+        head = copy.copy(self)  # (its shape-keyed caches are shared: the keys hold the size)
+        head.cfg = dataclasses.replace(self.cfg, block_size=1, full_blocks=0.0, ar_phase=0.0)
+        head.block_size, head.exact = 1, True
+        return head
 
     def _mask(self, length: int, bs: int, device: torch.device) -> torch.Tensor:
         key = (length, bs, str(device))

@@ -121,6 +121,11 @@ def resolve_sampler(process: NoiseProcess, name: str) -> str:
             f"sampler {name!r} does not fit a {process.kind!r} model; "
             f"use one of {', '.join(natural)}"
         )
+    if name == "speculative" and not getattr(process, "shift", False):
+        raise ConfigError(
+            "the speculative sampler needs a block model trained with the token shift "
+            "(process.block_shift = true): its ar head verifies the drafts"
+        )
     return name
 
 
@@ -156,6 +161,8 @@ def generate(
     window = int(model.cfg.seq_len)
     n_prompt = fixed.index(False)
     continues = not any(fixed[n_prompt:])  # a prompt then only generated positions
+    if sampler == "speculative" and not continues:
+        sampler = "low_confidence"  # it writes left to right; a template is infilled
     # A block model trained with a share of whole-window blocks infills as one block.
     infills = process.kind == "block" and process.cfg.full_blocks > 0
     left_to_right = process.kind == "ar" or (process.kind == "block" and continues)
@@ -177,6 +184,10 @@ def generate(
             x = torch.tensor(ids, dtype=torch.long, device=device)
             if process.kind == "ar":
                 yield from decoding.autoregressive(model, process, x, n_prompt, cfg, gen, window)
+            elif sampler == "speculative":
+                from .speculative import speculative
+
+                yield from speculative(model, process, x, n_prompt, cfg, gen, window)
             else:
                 yield from decoding.block_diffusion(
                     model, process, x, n_prompt, cfg, sampler, gen, window

@@ -375,7 +375,11 @@ class Trainer:
         """
         sc = dataclasses.replace(
             self.cfg.sample,
-            sampler="random" if self.process.kind == "mask" else "auto",
+            sampler="random"
+            if self.process.kind == "mask"
+            else "speculative"  # exact samples of the ar head, which the user will get
+            if self.cfg.sample.sampler == "speculative"
+            else "auto",
             length=min(self.cfg.train.sample_length, self.cfg.model.seq_len),
             seed=self.step,
             temperature=self.cfg.train.sample_temperature,
@@ -640,6 +644,7 @@ class Trainer:
                 val_bits_per_char=est.bits_per_char,
                 stderr_bits_per_char=est.stderr_bits_per_char,
                 exact=est.exact,
+                ar_head_bits_per_char=est.ar_head_bits_per_char,
             )
         )
 

@@ -68,12 +68,20 @@ class TrainEval(TrainMessage):
     """A held-out evaluation: val_loss in nats/token, bits/char an upper bound unless exact."""
 
     def __init__(
-        self, run: str, step: int, *, val_loss: float, val_bits_per_char: float, exact: bool
+        self,
+        run: str,
+        step: int,
+        *,
+        val_loss: float,
+        val_bits_per_char: float,
+        exact: bool,
+        ar_head_bits_per_char: float | None = None,
     ) -> None:
         super().__init__(run, step)
         self.val_loss = val_loss
         self.val_bits_per_char = val_bits_per_char
         self.exact = exact
+        self.ar_head_bits_per_char = ar_head_bits_per_char  # a shifted block model's ar head
 
 
 class TrainSample(TrainMessage):
@@ -209,6 +217,11 @@ def event_to_message(d: dict[str, Any], run: str) -> TrainMessage | None:
             val_loss=val_loss,
             val_bits_per_char=_num(d, "val_bits_per_char", math.nan),
             exact=d.get("exact") is True,
+            ar_head_bits_per_char=(
+                _num(d, "ar_head_bits_per_char", math.nan)
+                if d.get("ar_head_bits_per_char") is not None
+                else None
+            ),
         )
     if kind == "sample":
         return TrainSample(run, step, text=str(d.get("text", ""))[:MAX_SAMPLE_CHARS])

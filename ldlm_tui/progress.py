@@ -63,12 +63,17 @@ def format_duration(seconds: float | None) -> str:
     return f"{s // 3600}:{(s % 3600) // 60:02d}:{s % 60:02d}"
 
 
-def format_bound(bits_per_char: float, stderr: float = 0.0, exact: bool = False) -> str:
-    """``val ≤ 4.51 bits/char (±0.08)`` (a bound) or ``val = 4.51 bits/char`` (exact, ar)."""
+def format_bound(
+    bits_per_char: float, stderr: float = 0.0, exact: bool = False, ar_head: float | None = None
+) -> str:
+    """``val ≤ 4.51 bits/char (±0.08)`` (a bound) or ``val = 4.51 bits/char`` (exact, ar);
+    a shifted block model adds its ar head's exact figure, ``· ar head = 3.90``."""
     rel = "=" if exact else "≤"
     out = f"val {rel} {bits_per_char:.2f} bits/char"
     if not exact and stderr:
         out += f" (±{stderr:.2f})"
+    if ar_head is not None and math.isfinite(ar_head):
+        out += f" · ar head = {ar_head:.2f}"
     return out
 
 
@@ -111,7 +116,12 @@ class PlainDisplay:
         elif kind == "eval":
             self.print(
                 f"eval step {event.step} | "
-                + format_bound(event.val_bits_per_char, event.stderr_bits_per_char, event.exact)
+                + format_bound(
+                    event.val_bits_per_char,
+                    event.stderr_bits_per_char,
+                    event.exact,
+                    getattr(event, "ar_head_bits_per_char", None),
+                )
                 + f" | {event.val_bits_per_token:.2f} bits/token"
             )
         elif kind == "sample":
@@ -175,7 +185,12 @@ class RichDisplay:
             self._show_stats()  # at once: the line must not keep "val –" after an eval
             line = Text(f"eval step {event.step}  ", style="cyan")
             line.append(
-                format_bound(event.val_bits_per_char, event.stderr_bits_per_char, event.exact)
+                format_bound(
+                    event.val_bits_per_char,
+                    event.stderr_bits_per_char,
+                    event.exact,
+                    getattr(event, "ar_head_bits_per_char", None),
+                )
             )
             line.append(f" · {event.val_bits_per_token:.2f} bits/token", style="dim")
             self._log(line)

@@ -238,5 +238,10 @@ def eval_cmd(
     line += f", {d['val_bits_per_token']:.2f} bits/token — "
     line += f"exact ({kind} process)" if exact else f"upper bound ({kind} process)"
     _out(line)
+    if d.get("ar_head_bits_per_char") is not None:
+        _out(
+            f"ar head = {d['ar_head_bits_per_char']:.2f} bits/char — exact: the NLL of what "
+            "the speculative sampler writes"
+        )
     where = f"  {loaded.run.name} at step {loaded.step} · {d['tokens']:,} tokens · {d['data']}"
     _out(visible(where))  # the data source comes from the run's config.json

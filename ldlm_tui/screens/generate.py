@@ -36,6 +36,7 @@ from textual.worker import get_current_worker
 
 from ldlm_engine import MASK_MARKER, LdlmError, RunConfig, SampleConfig
 from ldlm_engine.config import SAMPLERS_BY_PROCESS as SAMPLERS  # torch-free
+from ldlm_engine.config import samplers_for
 from ldlm_engine.prompts import repeated_token
 
 from ..render import TokenTexts
@@ -256,7 +257,7 @@ class GeneratePane(Widget):
             yield Button("Generate", id="gen-button", variant="primary", compact=True)
         with Horizontal(classes="gen-row", id="gen-row-1"):
             yield Label("sampler", classes="first")
-            samplers = SAMPLERS.get(self._process_kind, ("low_confidence",))
+            samplers = self._samplers()
             select = Select(
                 [(s, s) for s in samplers],
                 value=defaults["sampler"],
@@ -295,9 +296,14 @@ class GeneratePane(Widget):
             field.tooltip = tip
             yield field
 
+    def _samplers(self) -> tuple[str, ...]:
+        if self._run_config is not None and self._run_config.process.kind == self._process_kind:
+            return samplers_for(self._run_config.process)
+        return SAMPLERS.get(self._process_kind, ("low_confidence",))
+
     def _defaults(self) -> dict[str, str]:
         s = self._run_config.sample if self._run_config is not None else SampleConfig()
-        return setting_values(s, SAMPLERS.get(self._process_kind, ("low_confidence",)))
+        return setting_values(s, self._samplers())
 
     @property
     def view(self) -> DenoiseView:
@@ -387,7 +393,7 @@ class GeneratePane(Widget):
 
     def _apply_defaults(self) -> None:
         d = self._defaults()
-        samplers = SAMPLERS.get(self._process_kind, ("low_confidence",))
+        samplers = self._samplers()
         select = self.query_one("#gen-sampler", Select)
         select.set_options([(s, s) for s in samplers])
         select.value = d["sampler"]

@@ -402,7 +402,7 @@ class TrainPane(Vertical):
                 self._progress = (msg.total_steps, msg.step)
         elif isinstance(msg, TrainEval):
             chart.add_val(msg.step, msg.val_loss)
-            stats.update_eval(msg.val_bits_per_char, msg.exact)
+            stats.update_eval(msg.val_bits_per_char, msg.exact, msg.ar_head_bits_per_char)
         elif isinstance(msg, TrainSample):
             log = self.query_one("#samples", RichLog)
             line = Text(f"[{msg.step}] ", style="bold cyan")

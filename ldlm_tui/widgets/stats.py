@@ -49,6 +49,7 @@ class TrainStats(Static):
         self.loss: float | None = None
         self.val_bpc: float | None = None
         self.val_exact = False
+        self.val_ar_head: float | None = None
         self.tokens_per_s = 0.0
         self.eta = Eta()  # the engine's: the same ETA as the CLI and `ldlm runs`
         self.lr: float | None = None
@@ -80,8 +81,8 @@ class TrainStats(Static):
         self.eta.add_step(step, elapsed_s, total)
         self.dirty = True
 
-    def update_eval(self, val_bpc: float, exact: bool) -> None:
-        self.val_bpc, self.val_exact = val_bpc, exact
+    def update_eval(self, val_bpc: float, exact: bool, ar_head: float | None = None) -> None:
+        self.val_bpc, self.val_exact, self.val_ar_head = val_bpc, exact, ar_head
         self.dirty = True
 
     def redraw_if_dirty(self) -> None:
@@ -99,6 +100,8 @@ class TrainStats(Static):
         total = f"/{self.total}" if self.total else ""
         rel = "=" if self.val_exact else "≤"
         val = "-" if self.val_bpc is None else f"{rel} {num(self.val_bpc, '.3f')}"
+        if self.val_ar_head is not None and math.isfinite(self.val_ar_head):
+            val += f" ar {self.val_ar_head:.2f}"  # the ar head's exact figure
         mem = f"{self.peak_mem_mb:.0f} MB" if self.peak_mem_mb else "-"
         cells = [
             ("step", f"{self.step}{total}"),
