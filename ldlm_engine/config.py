@@ -55,6 +55,7 @@ def samplers_for(process: ProcessConfig) -> tuple[str, ...]:
         names = tuple(n for n in names if n != "speculative")
     return names
 
+
 # What the weights' shapes and the token ids depend on: a checkpoint's fingerprint and a run
 # started from another (--init-from) both check these (with the vocabulary size).
 MODEL_SHAPE_KEYS = (
