@@ -33,15 +33,14 @@ import time
 import torch
 from common import default_corpus, machine, median
 
-from ldlm_engine import SampleConfig, build_tokenizer, get_preset, load_corpus
+from ldlm_engine import SampleConfig, adapt_process, build_tokenizer, get_preset, load_corpus
 from ldlm_engine.model import DiffusionTransformer
 from ldlm_engine.processes import make_process
 from ldlm_engine.sampling import Transcript, generate
 
 
 def build(kind: str, args, tokenizer):
-    cfg = get_preset("default")
-    cfg.process.kind = kind
+    cfg = adapt_process(get_preset("default"), kind)
     cfg.process.block_size = args.block_size
     m = cfg.model
     m.d_model, m.n_heads, m.n_layers, m.d_ff = (

@@ -48,13 +48,14 @@ def score(run, judge, temperature: float, args, overrides: dict) -> dict:
     sc = bench.SESSION.settings(
         run.loaded, **{**overrides, "temperature": temperature, "length": args.length}
     )
-    nll, ent, texts = [], [], []
+    nll, ent, texts, calls = [], [], [], []
     for i in range(args.num):
         sc.seed = args.seed * 1000 + i
         res = None
         for res in bench.SESSION.stream(run.loaded, sc, ""):  # noqa: B007
             pass
         ids = [t for t, f in zip(res.tokens, res.fixed, strict=True) if not f]
+        calls.append(res.frame.nfe)
         nll.append(judge.nll([], judge.to_judge_ids(ids)))
         ent.append(bench.unigram_entropy(ids))
         texts.append(run.tokenizer.decode(ids))
@@ -68,6 +69,7 @@ def score(run, judge, temperature: float, args, overrides: dict) -> dict:
         "nll_se": round(se, 4),
         "entropy": round(e, 3),
         "entropy_se": round(e_se, 3),
+        "tokens_per_call": round(args.length * len(calls) / max(1, sum(calls)), 3),
         "example": texts[0][: args.examples],
     }
 
@@ -126,12 +128,15 @@ def main() -> None:
         return
     print(f"machine: {out['machine']}\njudge: {out['judge']}")
     print(f"real text: NLL {real['nll'][0]:.3f} nats/token, unigram entropy {real_entropy:.2f}")
-    print(f"{'run':28} {'T':>4} {'sampler':>14} {'NLL':>14} {'entropy':>8}  example")
+    print(
+        f"{'run':28} {'T':>4} {'sampler':>14} {'NLL':>14} {'entropy':>8} {'tok/call':>8}  example"
+    )
     for r in out["rows"]:
         flag = "*" if best.get(r["run"]) is r else " "
         print(
             f"{r['run'][:28]:28} {r['temperature']:>4} {r['sampler']:>14} "
-            f"{r['nll']:>7.3f} ±{r['nll_se']:.3f}{flag} {r['entropy']:>7.2f}  {r['example']!r}"
+            f"{r['nll']:>7.3f} ±{r['nll_se']:.3f}{flag} {r['entropy']:>7.2f} "
+            f"{r['tokens_per_call']:>8.2f}  {r['example']!r}"
         )
     print(f"* lowest NLL within {args.entropy_tol:.0%} of real text's entropy")
     for name, v in out["verdict"].items():

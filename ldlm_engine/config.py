@@ -536,13 +536,16 @@ def _preset_tiny() -> RunConfig:
     return RunConfig(
         preset="tiny",
         model=ModelConfig(d_model=64, n_heads=4, n_layers=2, d_ff=256, seq_len=64),
-        # Shifted blocks of 4 with the ar loss: at 2 CPU-minutes (benchmarks/quality.py
-        # --preset tiny, two seeds) they bound 2.29-2.30 bits/char against 2.31-2.38 for the
-        # plain path (ar: 2.03), though a step costs 2.2x (the head runs on both copies).
-        # Blocks of 2 bound 2.26 but reveal at most 2 tokens a call. A tenth of the steps
-        # denoise the whole window: it infills, at no measured cost (2.29-2.38 plain).
+        # Shifted blocks of 4 with the ar loss, the first half of the steps as ar, as in
+        # `default`: figures at 2 CPU-minutes in docs/benchmarks.md ("Diffusion that learns
+        # like ar"). A tenth of the steps denoise the whole window: it infills.
         process=ProcessConfig(
-            kind="block", block_size=4, block_shift=True, ar_loss=1.0, full_blocks=0.1
+            kind="block",
+            block_size=4,
+            block_shift=True,
+            ar_loss=1.0,
+            ar_phase=0.5,
+            full_blocks=0.1,
         ),
         # Word tokens: every sample is made of real words within a minute of training, where
         # a character model of this size is still at word fragments (~3.4 bits/char).
@@ -560,10 +563,10 @@ def _preset_tiny() -> RunConfig:
             sample_length=64,
             checkpoint_every=300,
         ),
-        # Random order at temperature 1: a model this small decoded most-confident-first
-        # falls into one repeated token (newlines, "* * *") in 8 of 12 samples at T 0.8,
-        # masked or block alike; in random order at T 1 in 1-2 of 12.
-        sample=SampleConfig(length=48, sampler="random", temperature=1.0),
+        # Speculative at temperature 1: the ar head decides every token. (Decoded by the
+        # diffusion head alone, most-confident-first, a model this small falls into one
+        # repeated token in 8 of 12 samples at T 0.8; in random order at T 1 in 1-2 of 12.)
+        sample=SampleConfig(length=48, sampler="speculative", temperature=1.0),
     )
 
 

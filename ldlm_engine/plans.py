@@ -109,6 +109,10 @@ def _layered(preset: str | None, config_file: str | Path | None, process: str | 
         adapt_process(cfg, process)
     elif cfg.process.kind != base_kind:
         adapt_process(cfg, cfg.process.kind)
+    chosen = any("sampler" in (layer.get("sample") or {}) for _, layer in layers)
+    shifted = cfg.process.kind == "block" and cfg.process.block_shift
+    if cfg.sample.sampler == "speculative" and not shifted and not chosen:
+        cfg.sample.sampler = "auto"  # the preset's sampler needs the shift a layer turned off
     return cfg
 
 

@@ -41,7 +41,7 @@ def commands(corpus: Path) -> dict[str, list[str]]:
             "--gap", "0", "--threads", "1", "--json",
         ],
         "quality": [
-            "quality.py", "--data", c, "--preset", "tiny", "--processes", "ar,block:4",
+            "quality.py", "--data", c, "--preset", "tiny", "--processes", "ar,block:4,preset",
             "--minutes", "0.01", "--batch", "4", "--set", "model.seq_len=16", "--evals", "2",
             "--eval-tokens", "256", "--eval-samples", "2", "--threads", "1", "--json",
         ],
@@ -131,10 +131,14 @@ def test_tui_overhead_benchmark_runs(results):
 
 def test_quality_benchmark_runs(results):
     d = _json(results, "quality")
-    ar, blk = d["results"]
-    assert (ar["process"], blk["process"]) == ("ar", "block:4")
+    ar, blk, shifted = d["results"]
+    assert (ar["process"], blk["process"], shifted["process"]) == ("ar", "block:4", "preset")
     assert ar["exact"] and not blk["exact"] and blk["stderr"] > 0
-    for r in (ar, blk):
+    # Only the shifted block model (the tiny preset) has an ar head to report, exact.
+    assert ar["ar_head_bits_per_char"] is None and blk["ar_head_bits_per_char"] is None
+    assert 0 < shifted["ar_head_bits_per_char"] < 20
+    assert all(c[4] is not None for c in shifted["curve"])
+    for r in (ar, blk, shifted):
         # Training stops once its CPU budget (0.6 s) is spent, evaluations not counted.
         assert r["steps"] >= 1 and 0.01 <= r["cpu_minutes"] < 0.5
         assert 0 < r["val_bits_per_char"] < 20 and r["curve"]

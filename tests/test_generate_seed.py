@@ -17,7 +17,7 @@ from conftest import run_many
 from textual.app import App, ComposeResult
 from textual.widgets import Checkbox, Input
 
-from ldlm_engine import RunDir, Trainer, get_preset
+from ldlm_engine import RunDir, Trainer, adapt_process, get_preset
 from ldlm_engine.session import GenerationSession, SeedPolicy
 from ldlm_tui.screens.generate import GeneratePane
 
@@ -32,7 +32,7 @@ def word_run(tmp_path_factory: pytest.TempPathFactory):
     cfg = get_preset("tiny")
     cfg.data.tokenizer = "word"
     cfg.data.source = "synthetic"
-    cfg.process.kind = "mask"
+    cfg = adapt_process(cfg, "mask")
     cfg.model.seq_len = 24
     cfg.model.d_model, cfg.model.d_ff, cfg.model.n_layers = 32, 64, 1
     cfg.train.batch_size = 8

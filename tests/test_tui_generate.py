@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 from textual.app import App, ComposeResult
-from textual.widgets import Input
+from textual.widgets import Input, Select
 
-from ldlm_engine import Frame, RunDir, Trainer, build_tokenizer, get_preset
+from ldlm_engine import Frame, RunDir, Trainer, adapt_process, build_tokenizer, get_preset
 from ldlm_engine.prompts import repeated_token
 from ldlm_engine.sampling import Transcript
 from ldlm_engine.session import GenerationSession
@@ -30,11 +30,15 @@ TEXT = "the quick brown fox jumps over the lazy dog.\nab cd ef gh ij\n" * 150
 SEQ_LEN = 32
 
 
-def _train(name: str, kind: str) -> Path:
+def _train(name: str, kind: str, shifted: bool = False) -> Path:
     cfg = get_preset("tiny")
     cfg.data.tokenizer = "char"
     cfg.data.source = "synthetic"
-    cfg.process.kind = kind
+    cfg = adapt_process(cfg, kind)
+    cfg.process.ar_phase = 0.0
+    if kind == "block" and not shifted:
+        cfg.process.block_shift, cfg.process.ar_loss = False, 0.0
+        cfg.sample.sampler = "low_confidence"
     cfg.model.seq_len = SEQ_LEN
     cfg.model.d_model = 32
     cfg.model.d_ff = 64
@@ -64,7 +68,12 @@ def runs(tmp_path_factory: pytest.TempPathFactory):
     try:
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("LDLM_HOME", str(home))
-            yield {"mask": _train("tiny-gen", "mask"), "ar": _train("tiny-ar", "ar")}
+            yield {
+                "mask": _train("tiny-gen", "mask"),
+                "ar": _train("tiny-ar", "ar"),
+                "shifted": _train("tiny-spec", "block", shifted=True),
+                "plain": _train("tiny-plain", "block"),
+            }
     finally:
         torch.set_num_threads(threads)
 
@@ -165,6 +174,39 @@ def test_generate_continues_prompt_through_the_session(run_path: Path) -> None:
             assert pane.position == len(frames) - 1
             await pilot.press("slash")
             assert app.focused is prompt
+
+    asyncio.run(go())
+
+
+def test_a_shifted_run_samples_speculatively_as_the_cli_does(runs) -> None:
+    """A shifted block run offers (and defaults to) the speculative sampler; a plain block
+    run does not offer it. The pane's text is the CLI session's, one frame per call."""
+
+    async def go() -> None:
+        app = Host(str(runs["shifted"]))
+        async with app.run_test(size=(80, 24)) as pilot:
+            pane = app.query_one(GeneratePane)
+            select = pane.query_one("#gen-sampler", Select)
+            assert select.value == "speculative"
+            pane.query_one("#gen-prompt").focus()
+            await pilot.press(*"the ")
+            _set(pane, length="40", temperature="1", seed="2")
+            await pilot.press("enter")
+            await _wait_done(pilot, pane)
+            assert pane.last_error is None
+            res = pane.result
+            assert res is not None and res.sampler == "speculative"
+            assert len(pane.frames) == res.nfe + 1 and res.nfe <= 40
+            session = GenerationSession(device="cpu")
+            loaded = session.load(str(runs["shifted"]))
+            cli = session.run(
+                loaded, session.settings(loaded, length=40, temperature=1.0, seed=2), "the "
+            )
+            assert res.text == cli.text and cli.sampler == "speculative"
+            pane.set_run(str(runs["plain"]))
+            await pilot.pause()
+            options = [str(o[0]) for o in select._options]
+            assert "speculative" not in options and "low_confidence" in options
 
     asyncio.run(go())
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from ldlm_engine import RunDir, get_preset
+from ldlm_engine import RunDir, adapt_process, get_preset
 from ldlm_tui.app import LdlmApp
 
 FIXED_TIME = 1_700_000_000  # 2023-11-14 22:13 UTC
@@ -42,8 +42,7 @@ def frozen_run(
     corpus: str = "builtin",
     losses: tuple[float, ...] = (),
 ):
-    cfg = get_preset(preset)
-    cfg.process.kind = process
+    cfg = adapt_process(get_preset(preset), process)
     cfg.data.source = corpus
     rd = RunDir.create(cfg, name=name)
     for i, loss in enumerate(losses):
