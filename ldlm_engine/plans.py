@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from .adaptation import inherit_shape, source_tokenizer
-from .config import RunConfig, adapt_process, apply_overrides, get_preset, load_config_file
+from .config import (
+    RunConfig,
+    adapt_process,
+    apply_overrides,
+    fallback_sampler,
+    get_preset,
+    load_config_file,
+)
 from .corpora import list_corpora, load_corpus
 from .errors import ConfigError, RunError
 from .fileio import atomic_write_json
@@ -112,7 +119,8 @@ def _layered(preset: str | None, config_file: str | Path | None, process: str | 
     chosen = any("sampler" in (layer.get("sample") or {}) for _, layer in layers)
     shifted = cfg.process.kind == "block" and cfg.process.block_shift
     if cfg.sample.sampler == "speculative" and not shifted and not chosen:
-        cfg.sample.sampler = "auto"  # the preset's sampler needs the shift a layer turned off
+        # the preset's sampler needs the shift a layer turned off
+        cfg.sample.sampler = fallback_sampler("speculative", cfg.process)
     return cfg
 
 
