@@ -505,7 +505,7 @@ def _preset_default() -> RunConfig:
 
     With the token shift the network is an ar model too (its clean stream), trained by
     ``ar_loss``: alone for the first half of the steps (``ar_phase``: cheap steps), then
-    with the diffusion objective, a tenth of those steps over a whole window (infill). It
+    with the diffusion objective, a fifth of those steps over a whole window (infill). It
     samples speculatively: the diffusion head drafts, the ar head decides. Measured beside
     ar: docs/benchmarks.md, "Diffusion that learns like ar: the ar head decides".
     """
@@ -513,7 +513,7 @@ def _preset_default() -> RunConfig:
         preset="default",
         model=ModelConfig(d_model=128, n_heads=4, n_layers=4, d_ff=512, seq_len=128),
         process=ProcessConfig(
-            kind="block", block_size=8, block_shift=True, ar_loss=1.0, ar_phase=0.5, full_blocks=0.1
+            kind="block", block_size=8, block_shift=True, ar_loss=1.0, ar_phase=0.5, full_blocks=0.2
         ),
         train=TrainConfig(lr=2e-3, max_steps=1700),  # ~10 minutes on 2 CPU cores, ~6 with bf16
         # Nucleus 0.8: under an ar judge (benchmarks/sampling.py) it lowered a block model's

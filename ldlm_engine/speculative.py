@@ -42,8 +42,8 @@ from .sampling import Frame, top_filter
 
 # Outcomes k = 0 .. OUTCOMES - 1 get a draft block in each call. With the `default` preset
 # at 10 CPU-minutes, 87% of calls keep 0 or 1 drafts; drafting every outcome raised tokens
-# per call from 1.46 to 1.51 but made each call dearer (512 tokens, 1 thread: 549 against
-# 435 tokens/s at best of 3).
+# per call from 1.46 to 1.51 but made each call dearer (benchmarks/speculative.py, 1 thread:
+# 710 against 568 tokens/s at best of 3; the ar head alone 703).
 OUTCOMES = 2
 
 
