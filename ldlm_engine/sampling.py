@@ -129,6 +129,17 @@ def resolve_sampler(process: NoiseProcess, name: str) -> str:
     return name
 
 
+def sampler_for(process: NoiseProcess, name: str, fixed: list[bool]) -> str:
+    """The sampler a generation runs: ``name`` resolved for the process, except that
+    ``speculative``, which writes left to right, infills a template with ``low_confidence``.
+    ``fixed`` marks the template's given positions (:func:`parse_template`)."""
+    sampler = resolve_sampler(process, name)
+    n_prompt = fixed.index(False) if False in fixed else len(fixed)
+    if sampler == "speculative" and any(fixed[n_prompt:]):
+        return "low_confidence"
+    return sampler
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -157,12 +168,10 @@ def generate(
         )
     if all(fixed):
         raise ConfigError("nothing to generate: ask for --length > 0 or mark [MASK] positions")
-    sampler = resolve_sampler(process, cfg.sampler)
+    sampler = sampler_for(process, cfg.sampler, fixed)
     window = int(model.cfg.seq_len)
     n_prompt = fixed.index(False)
     continues = not any(fixed[n_prompt:])  # a prompt then only generated positions
-    if sampler == "speculative" and not continues:
-        sampler = "low_confidence"  # it writes left to right; a template is infilled
     # A block model trained with a share of whole-window blocks infills as one block.
     infills = process.kind == "block" and process.cfg.full_blocks > 0
     left_to_right = process.kind == "ar" or (process.kind == "block" and continues)

@@ -18,9 +18,16 @@ from typing import Any
 from .config import SampleConfig
 from .errors import ConfigError
 from .inference import LoadedRun, load_run
-from .prompts import describe_unknown, render_text, repeated_token, typed_texts, unknown_pieces
+from .prompts import (
+    describe_unknown,
+    parse_template,
+    render_text,
+    repeated_token,
+    typed_texts,
+    unknown_pieces,
+)
 from .runs import RunDir, resolve_run
-from .sampling import SAMPLERS, Frame, Transcript, generate
+from .sampling import Frame, Transcript, generate, sampler_for
 
 
 @dataclass
@@ -209,9 +216,10 @@ class GenerationSession:
         return cfg.sample
 
     @staticmethod
-    def sampler_name(loaded: LoadedRun, cfg: SampleConfig) -> str:
-        natural = SAMPLERS[loaded.process.kind]
-        return natural[0] if cfg.sampler in ("auto", "", None) else cfg.sampler
+    def sampler_name(loaded: LoadedRun, cfg: SampleConfig, prompt: str = "") -> str:
+        """The sampler a generation of ``prompt`` runs (see :func:`sampling.sampler_for`)."""
+        _, fixed = parse_template(loaded.tokenizer, prompt, cfg.length)
+        return sampler_for(loaded.process, cfg.sampler, fixed)
 
     def stream(
         self, loaded: LoadedRun, cfg: SampleConfig, prompt: str = ""
@@ -261,7 +269,7 @@ class GenerationSession:
             steps=last.frame.step,
             tokens_per_s=generated / last.elapsed_s if last.elapsed_s > 0 else 0.0,
             elapsed_s=last.elapsed_s,
-            sampler=self.sampler_name(loaded, cfg),
+            sampler=self.sampler_name(loaded, cfg, prompt),
             generated_tokens=generated,
             total_tokens=len(last.tokens),
             seed=cfg.seed,

@@ -203,6 +203,9 @@ def test_a_shifted_run_samples_speculatively_as_the_cli_does(runs) -> None:
                 loaded, session.settings(loaded, length=40, temperature=1.0, seed=2), "the "
             )
             assert res.text == cli.text and cli.sampler == "speculative"
+            # speculation writes left to right: a template is infilled, and said to be
+            fill = session.run(loaded, session.settings(loaded, seed=2), "the [MASK*4] sat")
+            assert fill.sampler == "low_confidence" and fill.text.endswith(" sat")
             pane.set_run(str(runs["plain"]))
             await pilot.pause()
             options = [str(o[0]) for o in select._options]
