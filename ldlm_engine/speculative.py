@@ -113,14 +113,13 @@ class _Cached:
         self.model, self.process, self.x = model, process, x
 
     def reset(self, anchor: int) -> None:
-        self.cache, self.anchor, self.stored, self.bos = (
-            self.model.new_cache(),
-            anchor,
-            anchor,
-            True,
-        )
+        self.cache = self.model.new_cache()
+        self.anchor = self.stored = anchor
+        self.bos = True  # BOS not yet stored
 
     def run(self, call: _Call) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
+        """One model call: the ar head's logits [m + 1, V] for positions p..p+m, and per
+        draft block the logits of its tokens start + 1 .. end - 1 (None where no block)."""
         dev, a = self.x.device, self.anchor
         clean = torch.cat([self.x[self.stored : call.p], call.drafts[: call.m]])
         if self.bos:
