@@ -527,14 +527,18 @@ def _preset_tiny() -> RunConfig:
     return RunConfig(
         preset="tiny",
         model=ModelConfig(d_model=64, n_heads=4, n_layers=2, d_ff=256, seq_len=64),
-        # Shifted blocks of 4 with the ar loss, the first half of the steps as ar, as in
-        # `default`: figures at 2 CPU-minutes in docs/benchmarks.md ("Diffusion that learns
-        # like ar"). A tenth of the steps denoise the whole window: it infills.
+        # Shifted blocks of 4 with the ar loss, the first 65% of the steps as ar (at 2
+        # CPU-minutes: bound 1.077x ar, ar head 1.01x; half: 1.08x; docs/benchmarks.md, "the
+        # ar head decides"). A tenth of the joint steps denoise the whole window: it infills.
         process=ProcessConfig(
-            kind="block", block_size=4, block_shift=True, ar_loss=1.0, ar_phase=0.5, full_blocks=0.1
+            kind="block",
+            block_size=4,
+            block_shift=True,
+            ar_loss=1.0,
+            ar_phase=0.65,
+            full_blocks=0.1,
         ),
-        # Word tokens: every sample is made of real words within a minute of training, where
-        # a character model of this size is still at word fragments (~3.4 bits/char).
+        # Word tokens: real words within a minute (a char model is at fragments, ~3.4 b/c).
         data=DataConfig(tokenizer="word"),
         train=TrainConfig(
             batch_size=16,
@@ -549,9 +553,8 @@ def _preset_tiny() -> RunConfig:
             sample_length=64,
             checkpoint_every=300,
         ),
-        # Speculative at temperature 1: the ar head decides every token. (Decoded by the
-        # diffusion head alone, most-confident-first, a model this small falls into one
-        # repeated token in 8 of 12 samples at T 0.8; in random order at T 1 in 1-2 of 12.)
+        # Speculative at T 1: the ar head decides every token (the diffusion head alone,
+        # most-confident-first, repeats one token in 8 of 12 samples at T 0.8).
         sample=SampleConfig(length=48, sampler="speculative", temperature=1.0),
     )
 
