@@ -34,7 +34,7 @@ from torch.profiler import ProfilerActivity, profile
 
 import ldlm_engine.model as engine_model
 from ldlm_engine import ModelConfig, Trainer, build_tokenizer, get_preset, load_corpus
-from ldlm_engine.config import ProcessConfig
+from ldlm_engine.config import ProcessConfig, adapt_process
 from ldlm_engine.runtime import cpu_bf16_is_faster, cpu_has_fast_bf16
 
 SEED_SHAPE = {"d_model": 256, "n_heads": 8, "n_layers": 6, "d_ff": 1024, "seq_len": 128}
@@ -115,6 +115,7 @@ class Engine:
         if shape == "seed":
             cfg.model = ModelConfig(**SEED_SHAPE)
             cfg.process = ProcessConfig(kind="mask")
+            adapt_process(cfg, "mask")  # (the preset's sampler needs its block process)
         cfg.data.source = data
         cfg.train.batch_size = BATCH
         cfg.train.precision, cfg.train.device = precision, device

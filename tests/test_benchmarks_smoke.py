@@ -155,3 +155,14 @@ def test_train_throughput_benchmark_runs(results):
         assert r["tokens_per_s"] > 0 and r["mfu"] > 0
         assert abs(sum(r["breakdown"].values()) - 1) < 0.01 and "matmuls" in r["breakdown"]
     assert d["auto_picks"] in ("fp32", "bf16")
+
+
+def test_train_throughput_builds_the_seed_shape(corpus_file, monkeypatch):
+    """The seed shape swaps the preset's process for the masked one: its config must still
+    be valid (the preset's speculative sampler does not fit a masked model)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import train_throughput
+
+    engine = train_throughput.Engine("seed", "fp32", str(corpus_file), "cpu")
+    assert engine.trainer.cfg.process.kind == "mask"
+    assert engine.trainer.cfg.sample.sampler != "speculative"
