@@ -168,7 +168,7 @@ def estimate_nll(
         var = _residual_variance(terms, u_all.T.double())
         stderr = math.sqrt(var / (n * draws)) / length
     est = BoundEstimate(total, stderr, n * length, chars_per_token, process.exact, n, draws)
-    head = process.ar_head() if hasattr(process, "ar_head") else None
+    head = process.ar_head()
     if head is not None:  # one causal pass more: the exact NLL of the speculative sampler
         ar = estimate_nll(
             model,

@@ -17,18 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from .adaptation import inherit_shape, source_tokenizer
-from .config import (
-    RunConfig,
-    adapt_process,
-    apply_overrides,
-    fallback_sampler,
-    get_preset,
-    load_config_file,
-)
+from .config import RunConfig, adapt_process, apply_overrides, fit_sampler, load_config_file
 from .corpora import list_corpora, load_corpus
 from .errors import ConfigError, RunError
 from .fileio import atomic_write_json
 from .layout import expand_user
+from .presets import get_preset
 from .runs import RunDir, discard_new_run, resolve_run
 
 LAYERS = ("preset", "user config.toml", "--config file", "explicit choices")
@@ -116,11 +110,8 @@ def _layered(preset: str | None, config_file: str | Path | None, process: str | 
         adapt_process(cfg, process)
     elif cfg.process.kind != base_kind:
         adapt_process(cfg, cfg.process.kind)
-    chosen = any("sampler" in (layer.get("sample") or {}) for _, layer in layers)
-    shifted = cfg.process.kind == "block" and cfg.process.block_shift
-    if cfg.sample.sampler == "speculative" and not shifted and not chosen:
-        # the preset's sampler needs the shift a layer turned off
-        cfg.sample.sampler = fallback_sampler("speculative", cfg.process)
+    if not any("sampler" in (layer.get("sample") or {}) for _, layer in layers):
+        fit_sampler(cfg)  # a layer may have turned off what the preset's sampler needs
     return cfg
 
 

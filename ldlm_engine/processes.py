@@ -97,6 +97,11 @@ class NoiseProcess:
         logits = model(xt, t).float()
         return logits.masked_fill(~self.writable.to(logits.device), float("-inf"))
 
+    def ar_head(self) -> NoiseProcess | None:
+        """The same network read as an exact ar model, where it has one besides this
+        process's bound (a shifted block model); else None."""
+        return None
+
     def draw_u(self, batch: int, generator: torch.Generator | None, device) -> torch.Tensor:
         if self.cfg.antithetic:
             return stratified_uniform(batch, generator, device)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .config import SAMPLERS_BY_PROCESS, SampleConfig
+from .config import NEEDS_SHIFT, SAMPLERS_BY_PROCESS, SampleConfig, samplers_for
 from .errors import ConfigError
 from .processes import MaskedProcess, NoiseProcess, UniformProcess
 from .prompts import MASK_MARKER as MASK_MARKER  # prompts are parsed there; kept importable
@@ -121,11 +121,8 @@ def resolve_sampler(process: NoiseProcess, name: str) -> str:
             f"sampler {name!r} does not fit a {process.kind!r} model; "
             f"use one of {', '.join(natural)}"
         )
-    if name == "speculative" and not getattr(process, "shift", False):
-        raise ConfigError(
-            "the speculative sampler needs a block model trained with the token shift "
-            "(process.block_shift = true): its ar head verifies the drafts"
-        )
+    if name == "speculative" and "speculative" not in samplers_for(process.cfg):
+        raise ConfigError(NEEDS_SHIFT)
     return name
 
 

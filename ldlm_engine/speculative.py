@@ -37,7 +37,6 @@ import torch
 
 from .config import SampleConfig
 from .decoding import _drop_newest, _logits, _uncached_shifted_logits, first_frame
-from .errors import ConfigError
 from .sampling import Frame, top_filter
 
 # Outcomes k = 0 .. OUTCOMES - 1 get a draft block in each call. With the `default` preset
@@ -219,14 +218,7 @@ def speculative(
 ) -> Iterator[Frame]:
     """Verify the last drafts and draft the next in one call per round; ``x`` [T] is the
     prompt then masks (filled in place). One frame per call."""
-    if not getattr(process, "shift", False):
-        raise ConfigError(
-            "the speculative sampler needs a block model trained with the token shift "
-            "(process.block_shift = true): its ar head verifies the drafts"
-        )
-    bs = process.block_size
-    if bs > window:
-        raise ConfigError(f"block size {bs} is larger than the model's window {window}")
+    bs = process.block_size  # (a shifted block process: sampling.resolve_sampler checked)
     total, dev, mask_id = x.numel(), x.device, process.mask_id
     keep = window // 2
     anchor = n_prompt - keep if n_prompt >= window else 0
@@ -273,7 +265,6 @@ def speculative(
             drafts = draw(q, gen)
         s = anchor + (first - anchor) // bs * bs
         p = last
-        conf[p:] = 0.0
         end = max(last, min(s + bs, total))
         yield Frame(
             step=step,

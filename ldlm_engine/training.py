@@ -373,13 +373,12 @@ class Trainer:
         revealing those first feeds back into a sequence of nothing but spaces, which would
         hide what the model has actually learned.
         """
+        sampler = "random" if self.process.kind == "mask" else "auto"
+        if self.cfg.sample.sampler == "speculative":  # exact samples of the ar head
+            sampler = "speculative"
         sc = dataclasses.replace(
             self.cfg.sample,
-            sampler="random"
-            if self.process.kind == "mask"
-            else "speculative"  # exact samples of the ar head, which the user will get
-            if self.cfg.sample.sampler == "speculative"
-            else "auto",
+            sampler=sampler,
             length=min(self.cfg.train.sample_length, self.cfg.model.seq_len),
             seed=self.step,
             temperature=self.cfg.train.sample_temperature,

@@ -120,7 +120,7 @@ class PlainDisplay:
                     event.val_bits_per_char,
                     event.stderr_bits_per_char,
                     event.exact,
-                    getattr(event, "ar_head_bits_per_char", None),
+                    event.ar_head_bits_per_char,
                 )
                 + f" | {event.val_bits_per_token:.2f} bits/token"
             )
@@ -189,7 +189,7 @@ class RichDisplay:
                     event.val_bits_per_char,
                     event.stderr_bits_per_char,
                     event.exact,
-                    getattr(event, "ar_head_bits_per_char", None),
+                    event.ar_head_bits_per_char,
                 )
             )
             line.append(f" · {event.val_bits_per_token:.2f} bits/token", style="dim")

@@ -12,10 +12,10 @@ from test_training import losses, train
 
 from ldlm_engine import ProcessConfig, RunDir, Trainer, adapt_process, build_tokenizer, get_preset
 from ldlm_engine.checkpoint import load_checkpoint
-from ldlm_engine.config import PRESETS
 from ldlm_engine.errors import ConfigError
 from ldlm_engine.evaluation import estimate_nll
 from ldlm_engine.model import DiffusionTransformer
+from ldlm_engine.presets import PRESETS
 from ldlm_engine.processes import BlockProcess, block_attention_mask, make_process
 
 L = 16

@@ -29,8 +29,8 @@ from ldlm_engine.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
-from ldlm_engine.config import get_preset
 from ldlm_engine.errors import CheckpointError
+from ldlm_engine.presets import get_preset
 
 ENGINE_DIR = Path(__file__).resolve().parents[1] / "ldlm_engine"
 

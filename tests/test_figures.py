@@ -27,9 +27,10 @@ from ldlm_engine import (
     get_preset,
     load_run,
 )
-from ldlm_engine.config import PRESETS, PROCESSES
+from ldlm_engine.config import PROCESSES
 from ldlm_engine.data import count_chars
 from ldlm_engine.evaluation import estimate_nll
+from ldlm_engine.presets import PRESETS
 from ldlm_engine.tokenizers import WordTokenizer
 
 SEEDS = 32
