@@ -5,7 +5,8 @@
 Two shapes:
 - ``seed``: the seed's dimensions (d_model 256, 6 layers, 8 heads, d_ff 1024, seq 128),
   batch 32, char tokens, the masked process; beside a plain fp32 PyTorch loop of the same
-  shape written here (pre-norm blocks, SDPA, AdamW, no tricks).
+  shape written here (pre-norm blocks, SDPA, AdamW, no tricks), once with learned positions
+  and once with RoPE written the textbook way (the engine's model has RoPE).
 - ``default``: the ``default`` preset exactly as ``ldlm train`` runs it (shifted blocks of 8:
   two copies of every window, so each step runs the network over 256 positions a window).
 
@@ -41,6 +42,12 @@ SEED_SHAPE = {"d_model": 256, "n_heads": 8, "n_layers": 6, "d_ff": 1024, "seq_le
 BATCH = 32
 
 
+def textbook_rope(x, cos, sin):
+    """Rotate channel pairs (i, i + d/2), as most code writes it, autograd doing the rest."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+
+
 class RefBlock(nn.Module):
     def __init__(self, d, h, ff):
         super().__init__()
@@ -49,41 +56,52 @@ class RefBlock(nn.Module):
         self.qkv, self.proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
         self.fc, self.out = nn.Linear(d, ff, bias=False), nn.Linear(ff, d, bias=False)
 
-    def forward(self, x):
+    def forward(self, x, rope=None):
         b, n, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, -1)
         q, k, v = (z.view(b, n, self.h, -1).transpose(1, 2) for z in (q, k, v))
+        if rope is not None:
+            q, k = textbook_rope(q, *rope), textbook_rope(k, *rope)
         y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
         x = x + self.proj(y)
         return x + self.out(F.gelu(self.fc(self.ln2(x))))
 
 
 class RefModel(nn.Module):
-    """The plain reference: learned positions, tied head, nothing clever."""
+    """The plain reference: learned positions (or textbook RoPE), tied head, nothing clever."""
 
-    def __init__(self, vocab, d, h, layers, ff, seq):
+    def __init__(self, vocab, d, h, layers, ff, seq, rope=False):
         super().__init__()
         self.emb, self.pos = nn.Embedding(vocab, d), nn.Embedding(seq, d)
         self.blocks = nn.ModuleList(RefBlock(d, h, ff) for _ in range(layers))
         self.ln = nn.LayerNorm(d)
+        self.rope = None
+        if rope:
+            hd = d // h
+            inv = 1.0 / 10_000 ** (torch.arange(0, hd, 2).float() / hd)
+            angles = torch.outer(torch.arange(seq).float(), inv)
+            self.rope = (angles.cos(), angles.sin())
 
     def forward(self, x):
-        h = self.emb(x) + self.pos(torch.arange(x.shape[1], device=x.device))
+        h = self.emb(x)
+        if self.rope is None:
+            h = h + self.pos(torch.arange(x.shape[1], device=x.device))
         for blk in self.blocks:
-            h = blk(h)
+            h = blk(h, self.rope)
         return self.ln(h) @ self.emb.weight.T
 
 
 class Reference:
     """A plain fp32 masked-diffusion step of the seed's shape, data included."""
 
-    name, precision = "reference fp32", "fp32"
+    precision = "fp32"
 
-    def __init__(self, ids: torch.Tensor, vocab: int, mask_id: int, device: str):
+    def __init__(self, ids: torch.Tensor, vocab: int, mask_id: int, device: str, rope=False):
         torch.manual_seed(0)
+        self.name = "reference fp32" + (" + RoPE" if rope else "")
         s = SEED_SHAPE
         self.model = RefModel(
-            vocab, s["d_model"], s["n_heads"], s["n_layers"], s["d_ff"], s["seq_len"]
+            vocab, s["d_model"], s["n_heads"], s["n_layers"], s["d_ff"], s["seq_len"], rope
         ).to(device)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
         self.ids, self.mask_id, self.device = ids, mask_id, device
@@ -228,6 +246,7 @@ def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
         tok = build_tokenizer("char", text)
         ids = torch.tensor(tok.encode_array(text[:500_000]).astype("int64"))
         variants.append(Reference(ids, tok.vocab_size, tok.mask_id, args.device))
+        variants.append(Reference(ids, tok.vocab_size, tok.mask_id, args.device, rope=True))
     variants.append(Engine(shape, "fp32", args.data, args.device))
     if bf16:
         variants.append(Engine(shape, "bf16", args.data, args.device))
@@ -241,7 +260,7 @@ def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
     fp32 = statistics.median(rates["engine fp32"])
     ref = statistics.median(rates["reference fp32"]) if shape == "seed" else None
     rows = []
-    counted = {type(v): step_flops(v) for v in variants}  # per step; engine paths all alike
+    counted = {type(v): step_flops(v) for v in variants}  # per step; the paths of a class alike
     for v in variants:
         tps = statistics.median(rates[v.name])
         flops = counted[type(v)] * tps / tokens[v.name]

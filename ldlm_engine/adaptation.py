@@ -20,8 +20,9 @@ from .errors import CheckpointError, ConfigError, LdlmError
 from .layout import TOKENIZER_FILE
 from .runs import RunDir, resolve_run
 
-SHAPE = {"model": MODEL_SHAPE_KEYS, "data": TOKENIZER_KEYS}
-"""What a run started from another must share with it: the weights' shapes and the tokens."""
+SHAPE = {"model": (*MODEL_SHAPE_KEYS, "activation"), "data": TOKENIZER_KEYS}
+"""What a run started from another must share with it: the weights' shapes, the function
+they were trained to compute with, and the tokens."""
 
 
 def init_source(ref: str | Path) -> tuple[RunDir, RunConfig]:

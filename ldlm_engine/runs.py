@@ -318,12 +318,14 @@ class RunDir:
             raise RunError(f"cannot read {self.config_path}: {describe_error(e)}") from None
         if not isinstance(d, dict):
             raise RunError(f"{self.config_path} is not a JSON object")
-        from .config import RunConfig, apply_overrides  # torch-free
+        from .config import LEGACY_ACTIVATION, RunConfig, apply_overrides  # torch-free
 
         try:
             apply_overrides(RunConfig(), d)
         except ConfigError as e:
             raise ConfigError(f"{self.config_path}: {e}") from None
+        if isinstance(d.get("model"), dict):  # saved before the setting existed
+            d["model"].setdefault("activation", LEGACY_ACTIVATION)
         return d
 
     def latest_checkpoint_step(self) -> int | None:

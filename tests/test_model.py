@@ -155,3 +155,48 @@ def test_auto_precision_follows_the_measurement():
     assert autocast_dtype("auto", cpu) == (torch.bfloat16 if faster else None)
     assert autocast_dtype("fp32", cpu) is None
     assert autocast_dtype("bf16", cpu) == torch.bfloat16
+
+
+def test_rotary_is_the_textbook_rotation_and_its_backward_the_inverse():
+    """Pair (i, i + hd/2) at position p turns by p * 10000^(-2i/hd); the hand-written
+    backward must be the rotation back, which is the gradient of a rotation."""
+    from ldlm_engine.model import Rotary, rotate
+
+    torch.manual_seed(0)
+    hd, n = 8, 16
+    qk = torch.randn(2, n, 2, 3, hd, requires_grad=True)
+    out = rotate(qk, *Rotary(hd, n).tables(n))
+    p = torch.arange(n, dtype=torch.float64)[:, None]
+    angles = p * 10_000 ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    c, s = angles.cos()[:, None, None], angles.sin()[:, None, None]
+    x1, x2 = qk.detach().double().chunk(2, -1)
+    assert torch.allclose(
+        out.double(), torch.cat((x1 * c - x2 * s, x2 * c + x1 * s), -1), atol=1e-5
+    )
+    g = torch.randn_like(out)
+    (grad,) = torch.autograd.grad(out, qk, g)
+    g1, g2 = g.double().chunk(2, -1)
+    assert torch.allclose(
+        grad.double(), torch.cat((g1 * c + g2 * s, g2 * c - g1 * s), -1), atol=1e-5
+    )
+    # (and autograd's own derivative of the same arithmetic agrees)
+    x64 = qk.detach().double().requires_grad_()
+    cos, sin = (t.double() for t in Rotary(hd, n).tables(n))
+    assert torch.autograd.gradcheck(lambda x: rotate(x, cos, sin), (x64,))
+
+
+@pytest.mark.parametrize("activation, approximate", [("gelu", "none"), ("gelu_tanh", "tanh")])
+def test_activation_setting_picks_the_mlps_gelu(activation, approximate):
+    torch.manual_seed(0)
+    blk = make(activation=activation).blocks[0]
+    with torch.no_grad():  # the block's MLP half alone, its output large enough to compare
+        blk.proj.weight.zero_()
+        blk.fc.weight.normal_()
+        blk.fc_out.weight.normal_()
+    x = torch.randn(2, 16, 32)
+    h = blk.fc(blk.ln2(x))
+    got = blk(x) - x
+    for kind in ("none", "tanh"):
+        want = blk.fc_out(torch.nn.functional.gelu(h, approximate=kind))
+        gap = (got - want).abs().max().item()
+        assert gap < 1e-4 if kind == approximate else gap > 1e-3

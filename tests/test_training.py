@@ -257,3 +257,21 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(home, tm
     # Only rank 0 wrote the run directory: one 'started' status, not two.
     lines = (home / "runs" / "ddp" / "metrics.jsonl").read_text().splitlines()
     assert sum('"started"' in x for x in lines) == 1
+
+
+def test_runs_saved_before_the_activation_setting_keep_their_tanh_gelu():
+    """A run whose config.json predates ``model.activation`` was trained with GPT-2's tanh
+    GELU: it loads, samples and resumes with that, while new runs record the exact one."""
+    cfg = tiny_config("mask", max_steps=6, checkpoint_every=6)
+    _, rd, _, _ = train(cfg, name="old")
+    saved = json.loads(rd.config_path.read_text())
+    assert saved["model"]["activation"] == "gelu"
+    del saved["model"]["activation"]
+    rd.config_path.write_text(json.dumps(saved))
+    loaded = load_run("old")
+    assert loaded.config.model.activation == "gelu_tanh"
+    assert all(b.gelu == "tanh" for b in loaded.model.blocks)
+    cfg2 = RunConfig.from_dict(rd.read_config())
+    cfg2.train.max_steps = 8
+    tr, _, _, state = train(cfg2, name="old", resume=True)
+    assert state == "finished" and tr.model.blocks[0].gelu == "tanh"
