@@ -7,8 +7,9 @@ Two shapes:
   batch 32, char tokens, the masked process; beside a plain fp32 PyTorch loop of the same
   shape written here (pre-norm blocks, SDPA, AdamW, no tricks), once with learned positions
   and once with RoPE written the textbook way (the engine's model has RoPE).
-- ``default``: the ``default`` preset exactly as ``ldlm train`` runs it (shifted blocks of 8:
-  two copies of every window, so each step runs the network over 256 positions a window).
+- ``default``: the ``default`` preset exactly as ``ldlm train`` runs it after its ar phase
+  (shifted blocks: two copies of every window, so each step runs the network over 256
+  positions a window; a fifth of the steps denoise whole windows).
 
 For each shape the engine's own step (``Trainer.train_step``, the call its loop makes) runs
 in fp32, in bf16, and in bf16 with PyTorch's fused attention kernel (SDPA, the path before
@@ -141,6 +142,9 @@ class Engine:
         self.trainer = Trainer(cfg, handle_signals=False)
         self.trainer.setup()
         self.trainer.model.train()
+        # Past the preset's ar phase (its first steps are plain ar passes, cheaper): the steps
+        # that train both objectives, as every step after the first half does.
+        self.trainer.step = int(cfg.process.ar_phase * self.trainer.total_steps)
         self.tokens_per_step = BATCH * cfg.model.seq_len
 
     def step(self) -> None:

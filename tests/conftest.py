@@ -21,6 +21,16 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (``-n 2``) each worker gets one torch thread, and so do the
+    processes it starts: two workers on two cores, never four threads fighting for them."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+        torch.set_num_threads(1)
+
+
 def _ldlm_command() -> list[str]:
     exe = Path(sys.executable).parent / "ldlm"
     if exe.is_file() and os.access(exe, os.X_OK):
