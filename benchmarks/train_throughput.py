@@ -264,7 +264,10 @@ def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
     fp32 = statistics.median(rates["engine fp32"])
     ref = statistics.median(rates["reference fp32"]) if shape == "seed" else None
     rows = []
-    counted = {type(v): step_flops(v) for v in variants}  # per step; the paths of a class alike
+    counted: dict[type, float] = {}  # per step, counted once per class: its paths do alike
+    for v in variants:
+        if type(v) not in counted:
+            counted[type(v)] = step_flops(v)
     for v in variants:
         tps = statistics.median(rates[v.name])
         flops = counted[type(v)] * tps / tokens[v.name]
