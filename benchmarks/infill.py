@@ -9,7 +9,9 @@ middle of each (a ``[MASK*gap]`` template), and lets each model fill it with its
 defaults and the same seeds. The judge, an ``ar`` run that is neither contestant, scores the
 whole infilled window (context and fill) in nats per character; the real windows are scored
 as the reference row. Prints mean ± standard error per model, the ratio of the block model's
-figure to the masked model's, and one example per model.
+figure to the masked model's, and one example per model; each model also fills the windows
+in the other's order (``low_confidence`` for the block model, ``left_to_right`` for the
+masked one), so a reader sees that the ratio is not one fill order's artefact.
 """
 
 from __future__ import annotations
@@ -39,8 +41,10 @@ def judge_nll(judge, text: str) -> float:
     return float(nll) / max(1, len(text))
 
 
-def infill(run, template: str, seed: int) -> str:
+def infill(run, template: str, seed: int, sampler: str | None = None) -> str:
     cfg = dataclasses.replace(run.config.sample, seed=seed)
+    if sampler:
+        cfg.sampler = sampler
     t = Transcript()
     for frame in generate(run.model, run.process, run.tokenizer, cfg, template):
         t.apply(frame)
@@ -81,13 +85,21 @@ def main() -> None:
         if len(windows) == args.num:
             break
     a = (args.window - args.gap) // 2
-    scores: dict[str, list[float]] = {"real text": [], "block": [], "mask": []}
+    # Each model with its own defaults, then with the other fill order (most-confident-first,
+    # or left to right), so the ratio is not one order's artefact.
+    contestants = [
+        ("block", "block", None),
+        ("mask", "mask", None),
+        ("block, low_confidence", "block", "low_confidence"),
+        ("mask, left_to_right", "mask", "left_to_right"),
+    ]
+    scores: dict[str, list[float]] = {"real text": []} | {c[0]: [] for c in contestants}
     examples: dict[str, str] = {}
     for i, w in enumerate(windows):
         template = f"{w[:a]}[MASK*{args.gap}]{w[a + args.gap :]}"
         scores["real text"].append(judge_nll(judge, w))
-        for name, run in runs.items():
-            filled = infill(run, template, seed=i)
+        for name, who, sampler in contestants:
+            filled = infill(runs[who], template, seed=i, sampler=sampler)
             scores[name].append(judge_nll(judge, filled))
             examples.setdefault(name, filled)
     rows = {k: mean_se(v) for k, v in scores.items()}
@@ -112,8 +124,9 @@ def main() -> None:
         f"middle; judge {judge.run.name} (ar, step {judge.step})"
     )
     for name, (m, se) in rows.items():
-        who = runs[name].run.name if name in runs else "-"
-        print(f"{name:10} {m:.3f} ± {se:.3f} nats/char   {who}")
+        key = name.split(",")[0]
+        who = runs[key].run.name if key in runs else "-"
+        print(f"{name:22} {m:.3f} ± {se:.3f} nats/char   {who}")
     print(f"block / mask = {ratio:.3f} ± {ratio_se:.3f} (target ≤ 1.10)")
     for name, ex in examples.items():
         print(f"\n{name}: {ex!r}")

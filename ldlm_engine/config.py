@@ -42,10 +42,10 @@ PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 BLOCK_MASKINGS = ("exact", "bernoulli")
 SAMPLERS_BY_PROCESS: dict[str, tuple[str, ...]] = {
-    "mask": ("low_confidence", "random", "threshold"),
+    "mask": ("low_confidence", "random", "threshold", "left_to_right"),
     "uniform": ("uniform",),
     "ar": ("ar",),
-    "block": ("low_confidence", "threshold", "random", "speculative"),
+    "block": ("low_confidence", "threshold", "random", "left_to_right", "speculative"),
 }
 """Which samplers fit which process, the first being its default: the one table that the
 samplers, both front ends and the benchmarks read (here, because this module needs no torch)."""

@@ -73,7 +73,7 @@ def test_temperature_zero_is_deterministic_and_temperature_samples(masked):
     assert len(hot) > 1
 
 
-@pytest.mark.parametrize("sampler", ["low_confidence", "random", "threshold"])
+@pytest.mark.parametrize("sampler", ["low_confidence", "random", "threshold", "left_to_right"])
 def test_masked_samplers_keep_prompt_and_fill_everything(masked, sampler):
     model, proc, tok = masked
     prompt = tok.encode("the dog ")
@@ -86,6 +86,25 @@ def test_masked_samplers_keep_prompt_and_fill_everything(masked, sampler):
     assert proc.mask_id not in last.tokens
     revealed = sorted(i for f in frames for i in f.changed)
     assert revealed == list(range(len(prompt), len(prompt) + 20))  # each position once
+
+
+@pytest.mark.parametrize("steps", [0, 4])
+def test_left_to_right_fills_a_gap_in_order_and_sees_the_right_context(masked, steps):
+    model, proc, tok = masked
+    template = "the [MASK*8] sat on the mat."
+    fixed = parse_template(tok, template, length=0).fixed
+    gap = [i for i, fx in enumerate(fixed) if not fx]
+    frames = run(model, proc, tok, template, sampler="left_to_right", steps=steps)
+    per_call = 1 if steps == 0 else 2
+    assert [f.changed for f in frames[1:]] == [
+        gap[i : i + per_call] for i in range(0, len(gap), per_call)
+    ]
+    # Each call sees the whole window: other right-hand context gives other logits.
+    a = torch.tensor([parse_template(tok, template, length=0).ids])
+    b = torch.tensor([parse_template(tok, "the [MASK*8] ran to the sea", length=0).ids])
+    with torch.no_grad():
+        la, lb = proc.sampling_logits(model, a, None), proc.sampling_logits(model, b, None)
+    assert not torch.allclose(la[0, gap[0]], lb[0, gap[0]])
 
 
 def test_threshold_uses_fewer_model_calls(masked):

@@ -143,8 +143,11 @@ def test_a_template_is_infilled_and_a_plain_block_model_is_refused(tok):
     model, _ = model_and_data(tok, seq=32)
     proc = shifted(tok, 8, full_blocks=0.1)
     cfg = SampleConfig(sampler="speculative", temperature=1.0, seed=0)
-    out, _ = tokens(model, proc, tok, cfg, "the [MASK*6] sat")
+    out, frames = tokens(model, proc, tok, cfg, "the [MASK*6] sat")
     assert proc.mask_id not in out
+    # the ar head's order: one gap token a call, left to right, over the whole window
+    gap = list(range(len(tok.encode("the ")), len(tok.encode("the ")) + 6))
+    assert [f.changed for f in frames[1:]] == [[i] for i in gap]
     plain = make_process(ProcessConfig(kind="block", block_size=8), tok)
     with pytest.raises(ConfigError, match="token shift"):
         list(generate(model, plain, tok, cfg, "the "))

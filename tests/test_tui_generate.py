@@ -205,7 +205,7 @@ def test_a_shifted_run_samples_speculatively_as_the_cli_does(runs) -> None:
             assert res.text == cli.text and cli.sampler == "speculative"
             # speculation writes left to right: a template is infilled, and said to be
             fill = session.run(loaded, session.settings(loaded, seed=2), "the [MASK*4] sat")
-            assert fill.sampler == "low_confidence" and fill.text.endswith(" sat")
+            assert fill.sampler == "left_to_right" and fill.text.endswith(" sat")
             pane.set_run(str(runs["plain"]))
             await pilot.pause()
             options = [str(o[0]) for o in select._options]
