@@ -140,6 +140,11 @@ class ProcessConfig:
     ar_loss: float = 0.0  # block_shift: weight of the free next-token loss on the clean copy
     ar_phase: float = 0.0  # block_shift: fraction of the steps trained as ar (blocks of 1)
     full_blocks: float = 0.0  # share of steps with one block over the whole window (infill)
+    # block_shift: read a block's first token off the block's last noisy position (it sees
+    # the whole block; its output is otherwise unused) whenever another token of the block is
+    # known, instead of off the clean prefix, which cannot see the block. Without it the
+    # bound can never be exact: the first token ignores the rest of its block.
+    block_wrap: bool = False
 
 
 @dataclass
@@ -456,6 +461,10 @@ def validate(cfg: RunConfig) -> None:
             p.ar_loss == 0 and p.ar_phase == 0,
             "process.ar_loss and process.ar_phase need process.block_shift = true",
         )
+    _check(
+        not (p.kind == "block" and p.block_wrap and not p.block_shift),
+        "process.block_wrap needs process.block_shift = true",
+    )
     if p.kind == "block":
         _check(  # a block longer than the sequence does not divide it either
             p.block_size <= m.seq_len and m.seq_len % p.block_size == 0,

@@ -250,18 +250,29 @@ class _ShiftedBlockCache(_BlockCache):
         noisy_pos = torch.arange(start - a + 1, start - a + 1 + lb, device=dev)
         if lp == 0:
             out = _logits(self.model, self.process, block, noisy_pos, cache=self.cache)
-            return torch.cat([self.first[None], out[: lb - 1]])  # type: ignore[index]
+            assert self.first is not None  # (set by the block's first, storing call)
+            first = _first_logits(self.process, block, self.first, out[lb - 1])
+            return torch.cat([first[None], out[: lb - 1]])
         pos = torch.cat([torch.arange(lc, lc + lp, device=dev), noisy_pos])
         causal = torch.ones(lp, lp, dtype=torch.bool, device=dev).tril()
         out = self._store_with(pending, block, pos, causal)
         self.stored, self.bos, self.first = start, False, out[lp - 1]
-        return torch.cat([out[lp - 1 : lp], out[lp : lp + lb - 1]])
+        first = _first_logits(self.process, block, out[lp - 1], out[lp + lb - 1])
+        return torch.cat([first[None], out[lp : lp + lb - 1]])
+
+
+def _first_logits(process, block: torch.Tensor, clean: torch.Tensor, last: torch.Tensor):
+    """A block's first-token logits: the ar prediction (``clean``), or with
+    ``process.block_wrap`` and another token of the block known, its last noisy position's."""
+    if getattr(process, "wrap", False) and bool((block[1:] != process.mask_id).any()):
+        return clean + last
+    return clean
 
 
 def _uncached_shifted_logits(model, process, x, anchor: int, start: int, block) -> torch.Tensor:
     """The reference for a shifted model: [noisy block ; BOS, x[anchor:start]] recomputed,
     the clean part causal, token j's logits read off position j - 1 (the first off BOS or
-    the last clean token)."""
+    the last clean token, or see :func:`_first_logits`)."""
     dev = block.device
     clean = torch.cat([torch.tensor([process.bos_id], device=dev), x[anchor:start]])
     lb, c = block.numel(), clean.numel()
@@ -279,7 +290,8 @@ def _uncached_shifted_logits(model, process, x, anchor: int, start: int, block) 
     )
     pos = torch.cat([torch.arange(c, c + lb, device=dev), torch.arange(c, device=dev)])
     out = _logits(model, process, torch.cat([block, clean]), pos, attn_mask=mask)
-    return torch.cat([out[lb + c - 1 : lb + c], out[: lb - 1]])
+    first = _first_logits(process, block, out[lb + c - 1], out[lb - 1])
+    return torch.cat([first[None], out[: lb - 1]])
 
 
 def _uncached_block_logits(model, process, x, anchor: int, start: int, block) -> torch.Tensor:

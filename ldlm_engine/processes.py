@@ -309,14 +309,16 @@ def shift_attention_mask(length: int, block_size: int, device=None) -> torch.Ten
 
 
 def shift_rows(
-    length: int, block_size: int, device=None, clean_rows: bool = True
+    length: int, block_size: int, device=None, clean_rows: bool = True, wrap: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Which output rows a shifted block pass needs, and where each token's logits are.
 
     Returns (rows, index): ``rows`` are the noisy positions whose output predicts the next
-    token of the same block (i - 1 for every i that does not start a block), then the clean
+    token of the same block (i - 1 for every i that does not start a block), with ``wrap``
+    each block's last noisy position (see ``ProcessConfig.block_wrap``), then the clean
     positions (k predicts x_k): every one with ``clean_rows`` (the ar loss reads them all),
-    else only those before a block. ``index[i]`` is the place of token i's logits in ``rows``.
+    else only those before a block. ``index[i]`` is the place of token i's logits in ``rows``
+    (a block's first token: its clean row).
     The head runs on these rows only: with a word vocabulary it is most of a step's cost.
     """
     clean = length - block_size + 1
@@ -324,10 +326,12 @@ def shift_rows(
     inner = i[i % block_size != 0]
     starts = i[i % block_size == 0]
     kept = torch.arange(clean, device=device) if clean_rows else starts
-    rows = torch.cat([inner - 1, length + kept])
+    lasts = starts + block_size - 1 if wrap else starts[:0]
+    rows = torch.cat([inner - 1, lasts, length + kept])
     index = torch.empty(length, dtype=torch.long, device=device)
     index[inner] = torch.arange(inner.numel(), device=device)
-    index[starts] = inner.numel() + (starts if clean_rows else torch.arange(starts.numel()))
+    first = inner.numel() + lasts.numel()
+    index[starts] = first + (starts if clean_rows else torch.arange(starts.numel()))
     return rows, index
 
 
@@ -380,6 +384,9 @@ class BlockProcess(MaskedProcess):
     an ar model's pass. Blocks of 1 are exactly ar, an ar run's weights carry over
     (``--init-from``), ``ar_loss`` trains the clean copy's next-token predictions for free,
     and ``full_blocks`` steps over the whole window let the same weights infill.
+    ``block_wrap`` lets a block's first token see the rest of its block once any of it is
+    known, as the masked bound assumes; without it the bound stays above the exact NLL even
+    for a perfect model (the first token is always guessed from the prefix alone).
     """
 
     kind = "block"
@@ -390,6 +397,7 @@ class BlockProcess(MaskedProcess):
         self.exact = self.block_size == 1  # one token per block: the chain rule, no noise
         self.progress = 1.0  # fraction of training done; the Trainer sets it before each step
         self.shift = bool(self.cfg.block_shift)
+        self.wrap = self.shift and bool(self.cfg.block_wrap)
         self._masks: dict[tuple[int, int, str], torch.Tensor] = {}
         self._shift: dict[tuple[int, int, str], tuple[torch.Tensor, ...]] = {}
         self._split_masks: dict[tuple[int, int, str], tuple[torch.Tensor, torch.Tensor]] = {}
@@ -431,7 +439,7 @@ class BlockProcess(MaskedProcess):
     def _shift_tables(self, length: int, bs: int, device, ar: bool) -> tuple[torch.Tensor, ...]:
         key = (length, bs, str(device), ar)
         if key not in self._shift:
-            rows, index = shift_rows(length, bs, device, clean_rows=ar)
+            rows, index = shift_rows(length, bs, device, clean_rows=ar, wrap=self.wrap)
             pos = torch.arange(length + 1, device=device)
             positions = torch.cat([pos[1:], pos[: length - bs + 1]])
             self._shift[key] = (shift_attention_mask(length, bs, device), rows, index, positions)
@@ -456,7 +464,14 @@ class BlockProcess(MaskedProcess):
         mask, rows, index, positions = self._shift_tables(length, bs, x0.device, ar)
         inp = torch.cat([xt, bos, x0[:, : length - bs]], dim=1)
         out = model(inp, None, positions=positions, attn_mask=mask, rows=rows)
-        return out[:, index], (out[:, rows.numel() - (length - bs + 1) :] if ar else None)
+        tok = out[:, index]
+        if self.wrap:  # a block's first token off its last noisy position, if any is known
+            nb = length // bs
+            wrapped = out[:, length - nb : length]  # (the rows after the inner ones)
+            known = (xt != self.mask_id).view(-1, nb, bs)[:, :, 1:].any(-1)
+            firsts = tok[:, ::bs]
+            tok[:, ::bs] = torch.where(known[..., None], firsts + wrapped, firsts)  # (a copy)
+        return tok, (out[:, rows.numel() - (length - bs + 1) :] if ar else None)
 
     def sampling_logits(self, model, xt: torch.Tensor, t=None) -> torch.Tensor:
         """A shifted model denoises a whole window as one block (infill); see ``full_blocks``."""

@@ -172,9 +172,10 @@ def test_ar_loss_adds_the_clean_streams_next_token_loss(tok):
 
 @pytest.mark.parametrize("prompt", ["", "the cat ", "the dog sat ", TEXT[:45]])
 @pytest.mark.parametrize("sampler", ["low_confidence", "random"])
-def test_shifted_cached_sampling_matches_recomputing(tok, prompt, sampler):
+@pytest.mark.parametrize("wrap", [False, True])
+def test_shifted_cached_sampling_matches_recomputing(tok, prompt, sampler, wrap):
     model, _ = model_and_data(tok, seq=32)
-    proc = shifted(tok, 8)
+    proc = shifted(tok, 8, block_wrap=wrap)
     texts = []
     for cache in (True, False):
         cfg = SampleConfig(sampler=sampler, length=70, temperature=1.0, seed=4, cache=cache)
@@ -185,13 +186,15 @@ def test_shifted_cached_sampling_matches_recomputing(tok, prompt, sampler):
     assert texts[0] == texts[1]
 
 
-def test_the_sampler_reads_the_logits_training_scored(tok):
+@pytest.mark.parametrize("wrap", [False, True])
+def test_the_sampler_reads_the_logits_training_scored(tok, wrap):
     """The uncached sampler's logits for a block equal the training pass's for that block."""
     from ldlm_engine.decoding import _uncached_shifted_logits
 
     model, x0 = model_and_data(tok)
-    proc = shifted(tok, 4)
+    proc = shifted(tok, 4, block_wrap=wrap)
     xt = x0.masked_fill(torch.rand(x0.shape) < 0.5, proc.mask_id)
+    xt[0, 4:8] = proc.mask_id  # one block with nothing known (its first token: the ar one)
     with torch.no_grad():
         tokens = proc.shifted_logits(model, xt, x0, 4)[0].float()
         tokens = tokens.masked_fill(~proc.writable, float("-inf"))
@@ -199,6 +202,31 @@ def test_the_sampler_reads_the_logits_training_scored(tok):
             s = 4 * b
             ref = _uncached_shifted_logits(model, proc, x0[0], 0, s, xt[0, s : s + 4].clone())
             assert torch.allclose(ref, tokens[0, s : s + 4], atol=1e-4)
+
+
+@pytest.mark.parametrize("bs", [2, 4, L])
+def test_wrap_lets_a_blocks_first_token_see_its_block_once_any_is_known(tok, bs):
+    model, x0 = model_and_data(tok, seed=3)
+    ar, ar_proc = ar_of(model, tok)
+    wrap, plain = shifted(tok, bs, block_wrap=True), shifted(tok, bs)
+    xt = x0.masked_fill(torch.ones_like(x0, dtype=torch.bool), wrap.mask_id)
+    xt[:, bs - 1] = x0[:, bs - 1]  # block 0 knows its last token; the other blocks nothing
+    with torch.no_grad():
+        got = wrap.shifted_logits(model, xt, x0, bs)[0]
+        was = plain.shifted_logits(model, xt, x0, bs)[0]
+        want = ar(ar_proc.shift_right(x0))
+        xt2 = xt.clone()
+        xt2[:, bs - 1] = (x0[:, bs - 1] + 1) % (tok.vocab_size - 2)
+        moved = wrap.shifted_logits(model, xt2, x0, bs)[0]
+    starts = torch.arange(L) % bs == 0
+    # Blocks with nothing known still start with the ar prediction ...
+    assert torch.allclose(got[:, starts][:, 1:], want[:, starts][:, 1:], atol=1e-4)
+    # ... block 0's first token now depends on what its block shows, and only it changed.
+    assert not torch.allclose(got[:, 0], want[:, 0], atol=1e-3)
+    assert not torch.allclose(moved[:, 0], got[:, 0], atol=1e-3)
+    assert torch.allclose(got[:, 1:], was[:, 1:], atol=1e-5)
+    with pytest.raises(ConfigError, match="block_wrap"):
+        RunConfig(process=ProcessConfig(kind="block", block_wrap=True)).validate()
 
 
 def test_block_models_infill_when_trained_with_whole_windows(tok):
