@@ -140,10 +140,10 @@ class ProcessConfig:
     ar_loss: float = 0.0  # block_shift: weight of the free next-token loss on the clean copy
     ar_phase: float = 0.0  # block_shift: fraction of the steps trained as ar (blocks of 1)
     full_blocks: float = 0.0  # share of steps with one block over the whole window (infill)
-    # block_shift: read a block's first token off the block's last noisy position (it sees
-    # the whole block; its output is otherwise unused) whenever another token of the block is
-    # known, instead of off the clean prefix, which cannot see the block. Without it the
-    # bound can never be exact: the first token ignores the rest of its block.
+    # block_shift: whenever another token of a block is known, add the logits of the block's
+    # last noisy position (it sees the whole block; its output is otherwise unused) to the ar
+    # prediction of the block's first token, which alone cannot see the block. Without it
+    # the bound can never be exact: the first token ignores the rest of its block.
     block_wrap: bool = False
 
 

@@ -262,8 +262,9 @@ class _ShiftedBlockCache(_BlockCache):
 
 
 def _first_logits(process, block: torch.Tensor, clean: torch.Tensor, last: torch.Tensor):
-    """A block's first-token logits: the ar prediction (``clean``), or with
-    ``process.block_wrap`` and another token of the block known, its last noisy position's."""
+    """A block's first-token logits: the ar prediction (``clean``), plus its last noisy
+    position's (``last``) with ``process.block_wrap`` when another token of the block is
+    known, as in training (``BlockProcess.shifted_logits``)."""
     if getattr(process, "wrap", False) and bool((block[1:] != process.mask_id).any()):
         return clean + last
     return clean

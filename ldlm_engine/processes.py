@@ -465,7 +465,7 @@ class BlockProcess(MaskedProcess):
         inp = torch.cat([xt, bos, x0[:, : length - bs]], dim=1)
         out = model(inp, None, positions=positions, attn_mask=mask, rows=rows)
         tok = out[:, index]
-        if self.wrap:  # a block's first token off its last noisy position, if any is known
+        if self.wrap:  # ar prediction + the block's last noisy position, if any is known
             nb = length // bs
             wrapped = out[:, length - nb : length]  # (the rows after the inner ones)
             known = (xt != self.mask_id).view(-1, nb, bs)[:, :, 1:].any(-1)
