@@ -251,29 +251,20 @@ class _ShiftedBlockCache(_BlockCache):
         if lp == 0:
             out = _logits(self.model, self.process, block, noisy_pos, cache=self.cache)
             assert self.first is not None  # (set by the block's first, storing call)
-            first = _first_logits(self.process, block, self.first, out[lb - 1])
+            first = self.process.first_logits(self.first, out[lb - 1], block)
             return torch.cat([first[None], out[: lb - 1]])
         pos = torch.cat([torch.arange(lc, lc + lp, device=dev), noisy_pos])
         causal = torch.ones(lp, lp, dtype=torch.bool, device=dev).tril()
         out = self._store_with(pending, block, pos, causal)
         self.stored, self.bos, self.first = start, False, out[lp - 1]
-        first = _first_logits(self.process, block, out[lp - 1], out[lp + lb - 1])
+        first = self.process.first_logits(out[lp - 1], out[lp + lb - 1], block)
         return torch.cat([first[None], out[lp : lp + lb - 1]])
-
-
-def _first_logits(process, block: torch.Tensor, clean: torch.Tensor, last: torch.Tensor):
-    """A block's first-token logits: the ar prediction (``clean``), plus its last noisy
-    position's (``last``) with ``process.block_wrap`` when another token of the block is
-    known, as in training (``BlockProcess.shifted_logits``)."""
-    if getattr(process, "wrap", False) and bool((block[1:] != process.mask_id).any()):
-        return clean + last
-    return clean
 
 
 def _uncached_shifted_logits(model, process, x, anchor: int, start: int, block) -> torch.Tensor:
     """The reference for a shifted model: [noisy block ; BOS, x[anchor:start]] recomputed,
     the clean part causal, token j's logits read off position j - 1 (the first off BOS or
-    the last clean token, or see :func:`_first_logits`)."""
+    the last clean token; see ``BlockProcess.first_logits``)."""
     dev = block.device
     clean = torch.cat([torch.tensor([process.bos_id], device=dev), x[anchor:start]])
     lb, c = block.numel(), clean.numel()
@@ -291,7 +282,7 @@ def _uncached_shifted_logits(model, process, x, anchor: int, start: int, block) 
     )
     pos = torch.cat([torch.arange(c, c + lb, device=dev), torch.arange(c, device=dev)])
     out = _logits(model, process, torch.cat([block, clean]), pos, attn_mask=mask)
-    first = _first_logits(process, block, out[lb + c - 1], out[lb - 1])
+    first = process.first_logits(out[lb + c - 1], out[lb - 1], block)
     return torch.cat([first[None], out[: lb - 1]])
 
 

@@ -465,13 +465,22 @@ class BlockProcess(MaskedProcess):
         inp = torch.cat([xt, bos, x0[:, : length - bs]], dim=1)
         out = model(inp, None, positions=positions, attn_mask=mask, rows=rows)
         tok = out[:, index]
-        if self.wrap:  # ar prediction + the block's last noisy position, if any is known
+        if self.wrap:
             nb = length // bs
             wrapped = out[:, length - nb : length]  # (the rows after the inner ones)
-            known = (xt != self.mask_id).view(-1, nb, bs)[:, :, 1:].any(-1)
-            firsts = tok[:, ::bs]
-            tok[:, ::bs] = torch.where(known[..., None], firsts + wrapped, firsts)  # (a copy)
+            blocks = xt.view(-1, nb, bs)
+            tok[:, ::bs] = self.first_logits(tok[:, ::bs], wrapped, blocks)  # (tok: a copy)
         return tok, (out[:, rows.numel() - (length - bs + 1) :] if ar else None)
+
+    def first_logits(self, ar: torch.Tensor, last: torch.Tensor, blocks: torch.Tensor):
+        """A block's first-token logits, for training and both block decoders alike: the ar
+        prediction ``ar`` [..., V], plus the block's last noisy position's ``last`` with
+        ``block_wrap`` when another of the block's noisy tokens ``blocks`` [..., B] is
+        known."""
+        if not self.wrap:
+            return ar
+        known = (blocks[..., 1:] != self.mask_id).any(-1, keepdim=True)
+        return torch.where(known, ar + last, ar)
 
     def sampling_logits(self, model, xt: torch.Tensor, t=None) -> torch.Tensor:
         """A shifted model denoises a whole window as one block (infill); see ``full_blocks``."""
