@@ -15,7 +15,9 @@ For each shape the engine's own step (``Trainer.train_step``, the call its loop 
 in fp32, in bf16, and in bf16 with PyTorch's fused attention kernel (SDPA, the path before
 bf16 attention became two matmuls), all built once and then timed in interleaved rounds of
 ``--steps`` steps, so drift and other load hit every variant alike; figures are medians over
-``--reps`` rounds. MFU is the step's matmul FLOPs (counted by ``torch.utils.flop_counter``)
+``--reps`` rounds; the ratios ("× fp32", "× ref") are medians over rounds of the ratio to
+the engine's fp32 or the plain loop's rate in the same round (neighbours in time see the
+same load). MFU is the step's matmul FLOPs (counted by ``torch.utils.flop_counter``)
 per second against the best matmul rate this CPU reaches in that precision, measured here.
 The breakdown is ``torch.profiler``'s self CPU time of a few extra steps, by kind of op.
 """
@@ -243,6 +245,11 @@ def measure(variants, steps: int, reps: int, device: str, tokens: dict) -> dict[
     return rates
 
 
+def paired(rates: list[float], base: list[float]) -> float:
+    """Median over rounds of rate / base rate in the same round."""
+    return round(statistics.median(a / b for a, b in zip(rates, base, strict=True)), 2)
+
+
 def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
     variants: list = []
     if shape == "seed":
@@ -261,8 +268,8 @@ def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
         for v in variants
     }
     rates = measure(variants, args.steps, args.reps, args.device, tokens)
-    fp32 = statistics.median(rates["engine fp32"])
-    ref = statistics.median(rates["reference fp32"]) if shape == "seed" else None
+    fp32 = rates["engine fp32"]
+    ref = rates["reference fp32"] if shape == "seed" else None
     rows = []
     counted: dict[type, float] = {}  # per step, counted once per class: its paths do alike
     for v in variants:
@@ -275,8 +282,8 @@ def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
             {
                 "variant": v.name,
                 "tokens_per_s": round(tps),
-                "vs_engine_fp32": round(tps / fp32, 2),
-                "vs_reference": round(tps / ref, 2) if ref else None,
+                "vs_engine_fp32": paired(rates[v.name], fp32),
+                "vs_reference": paired(rates[v.name], ref) if ref else None,
                 "mfu": round(flops / peaks[v.precision], 3),
                 "all": [round(x) for x in rates[v.name]],
                 "breakdown": breakdown(v, args.profile_steps) if args.profile_steps else {},
@@ -310,7 +317,10 @@ def main() -> None:
     peaks["bf16"] = matmul_peak(torch.bfloat16, args.device) if bf16 else float("nan")
     shapes = [run_shape(s, args, bf16, peaks) for s in args.shapes.split(",")]
     auto = "bf16" if args.device == "cuda" or cpu_bf16_is_faster() else "fp32"
-    out = {"machine": machine(), "peaks_gflops": {k: round(v / 1e9) for k, v in peaks.items()}}
+    out = {
+        "machine": machine(),
+        "peaks_gflops": {k: round(v / 1e9) if v == v else None for k, v in peaks.items()},
+    }
     out.update({"bf16_units": has_units, "auto_picks": auto, "shapes": shapes})
     if args.json:
         print(json.dumps(out, indent=2))

@@ -206,7 +206,11 @@ class Block(nn.Module):
         layer: int = 0,
         store: bool = False,
         causal: bool = False,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The block's output [B, L, d], or [R, d] at the positions where ``keep`` [B, L] is
+        True (in ``x[keep]`` order): past attention every position is on its own, so a last
+        block whose other outputs nobody reads skips them (see ``DiffusionTransformer``)."""
         b, n, d = x.shape
         hd = d // self.n_heads
         # split, not slicing: a slice's backward zero-fills a gradient of qkv's whole size
@@ -228,11 +232,14 @@ class Block(nn.Module):
         # decoding) may see every key: no mask at all, since SDPA's masked path is slower.
         causal = (self.causal or causal) and attn_mask is None and n > 1
         if causal and k_all.shape[2] != n:
-            keep = torch.ones(n, k_all.shape[2], dtype=torch.bool, device=x.device)
-            attn_mask = keep.tril(diagonal=k_all.shape[2] - n)
+            visible = torch.ones(n, k_all.shape[2], dtype=torch.bool, device=x.device)
+            attn_mask = visible.tril(diagonal=k_all.shape[2] - n)
             causal = False
         y = attention(q, k_all, v_all, attn_mask, causal, self.dropout if self.training else 0.0)
-        x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, n, d)))
+        y = y.transpose(1, 2).reshape(b, n, d)
+        if keep is not None:
+            x, y = x[keep], y[keep]
+        x = x + self.drop(self.proj(y))
         x = x + self.drop(self.fc_out(F.gelu(self.fc(self.ln2(x)), approximate=self.gelu)))
         return x
 
@@ -293,6 +300,7 @@ class DiffusionTransformer(nn.Module):
         n_logits: int | None = None,
         rows: torch.Tensor | None = None,
         causal: bool = False,
+        keep: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits [B, L, V] for tokens [B, L]; ``t`` [B] in [0, 1] is used if time-conditioned.
 
@@ -304,7 +312,11 @@ class DiffusionTransformer(nn.Module):
         cache): the block process needs none for its clean copy, and skips the head there.
         ``rows`` [R] keeps only those positions' logits (the shifted block process reads each
         token's logits off the position before it). ``causal`` makes this pass causal like an
-        ``ar`` model's (a shifted block model's clean stream is exactly one).
+        ``ar`` model's (a shifted block model's clean stream is exactly one). ``keep`` [B, L]
+        (bool; not with ``n_logits`` or ``rows``) returns logits [R, V] of those positions
+        only, in ``tokens[keep]`` order: the last block's output projection and MLP, the
+        final norm and the head run there alone (the masked process scores only its masked
+        tokens).
         """
         n = tokens.shape[1]
         x = self.tok_emb(tokens)
@@ -324,8 +336,9 @@ class DiffusionTransformer(nn.Module):
             x = x + temb[:, None, :]
         x = self.drop(x)
         rope = None if self.rotary is None else self.rotary.tables(n, positions)
+        last = len(self.blocks) - 1
         for i, block in enumerate(self.blocks):
-            x = block(x, rope, attn_mask, cache, i, store, causal)
+            x = block(x, rope, attn_mask, cache, i, store, causal, keep if i == last else None)
         if n_logits is not None:
             x = x[:, :n_logits]
         if rows is not None:

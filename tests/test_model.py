@@ -200,3 +200,27 @@ def test_activation_setting_picks_the_mlps_gelu(activation, approximate):
         want = blk.fc_out(torch.nn.functional.gelu(h, approximate=kind))
         gap = (got - want).abs().max().item()
         assert gap < 1e-4 if kind == approximate else gap > 1e-3
+
+
+@pytest.mark.parametrize("positions", ["rope", "sincos"])
+def test_keep_computes_the_kept_positions_only_and_exactly(positions):
+    """``keep`` gives the full pass's logits at the kept positions, the same gradients for a
+    loss read there, and the last block's MLP really runs on those rows alone."""
+    torch.manual_seed(0)
+    full_model = make(positions=positions)
+    kept_model = make(positions=positions)
+    kept_model.load_state_dict(full_model.state_dict())
+    x = torch.randint(0, 20, (3, 16))
+    keep = torch.rand(3, 16) < 0.4
+    rows_seen = []
+    kept_model.blocks[-1].fc.register_forward_hook(lambda m, i, o: rows_seen.append(i[0].shape))
+    full = full_model(x)
+    part = kept_model(x, keep=keep)
+    assert part.shape == (int(keep.sum()), 20)
+    assert rows_seen == [(int(keep.sum()), 32)]
+    torch.testing.assert_close(part, full[keep], atol=1e-6, rtol=1e-5)
+    target = torch.randint(0, 20, (int(keep.sum()),))
+    torch.nn.functional.cross_entropy(full[keep], target).backward()
+    torch.nn.functional.cross_entropy(part, target).backward()
+    for (name, a), b in zip(full_model.named_parameters(), kept_model.parameters(), strict=True):
+        torch.testing.assert_close(b.grad, a.grad, atol=1e-6, rtol=1e-4, msg=name)

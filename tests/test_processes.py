@@ -16,8 +16,9 @@ class ConstantLogits(torch.nn.Module):
         super().__init__()
         self.logits = logits
 
-    def forward(self, x, t=None):
-        return self.logits.expand(*x.shape, -1).clone()
+    def forward(self, x, t=None, keep=None):
+        out = self.logits.expand(*x.shape, -1).clone()
+        return out if keep is None else out[keep]
 
 
 class Oracle(torch.nn.Module):
@@ -27,9 +28,10 @@ class Oracle(torch.nn.Module):
         super().__init__()
         self.x0, self.vocab = x0, vocab
 
-    def forward(self, x, t=None):
+    def forward(self, x, t=None, keep=None):
         out = torch.full((*x.shape, self.vocab), -50.0)
-        return out.scatter(-1, self.x0[: x.shape[0], :, None], 50.0)
+        out = out.scatter(-1, self.x0[: x.shape[0], :, None], 50.0)
+        return out if keep is None else out[keep]
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +153,32 @@ def test_stratified_uniform_covers_every_stratum():
 def test_configs_validate():
     cfg = tiny_config("uniform")
     assert cfg.model.time_embedding
+
+
+def test_masked_loss_of_a_real_model_is_the_full_pass_formula(tok):
+    """On a CPU the masked process runs the last block at the masked positions only; its loss
+    and bound terms still equal the full pass's CE at the masked positions (the same draw)."""
+    from engine_helpers import tiny_model
+
+    model, proc, _ = tiny_model("mask")
+    x0 = torch.tensor(tok.encode(TEXT[: 8 * 32])).view(8, 32)
+    gen = torch.Generator().manual_seed(5)
+    state = gen.get_state()
+    loss = proc.loss(model, x0, gen)
+    gen.set_state(state)
+    t = proc.t_from_u(proc.draw_u(8, gen, x0.device))
+    xt, mask = proc.corrupt(x0, t, gen)
+    logits = model(xt).masked_fill(~proc.allowed, float("-inf"))
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none")
+    expected = (ce.view(x0.shape) * mask / t[:, None]).sum() / x0.numel()
+    assert 0 < mask.sum() < mask.numel()
+    torch.testing.assert_close(loss, expected, atol=1e-6, rtol=1e-5)
+    u = torch.rand(8, generator=gen)
+    state = gen.get_state()
+    terms = proc.nll_terms(model, x0, u, gen)
+    gen.set_state(state)
+    k = (u * 32).long().clamp(0, 31) + 1
+    mask = torch.rand(x0.shape, generator=gen).argsort(1).argsort(1) < k[:, None]
+    logits = model(x0.masked_fill(mask, proc.mask_id)).masked_fill(~proc.allowed, float("-inf"))
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none")
+    torch.testing.assert_close(terms, (ce.view(x0.shape) * mask).sum(1) * 32 / k)
