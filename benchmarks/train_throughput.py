@@ -20,13 +20,19 @@ the engine's fp32 or the plain loop's rate in the same round (neighbours in time
 same load). MFU is the step's matmul FLOPs (counted by ``torch.utils.flop_counter``)
 per second against the best matmul rate this CPU reaches in that precision, measured here.
 The breakdown is ``torch.profiler``'s self CPU time of a few extra steps, by kind of op.
+
+``--cpu-isa avx2`` reruns the script as a CPU without AVX-512 or bf16 units runs PyTorch
+(its AVX2 kernels; oneDNN and MKL held to AVX2, so bf16 is emulated): what such a CPU trains
+with, fp32, measured on any newer one.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import sys
 import time
 
 import torch
@@ -40,6 +46,13 @@ import ldlm_engine.model as engine_model
 from ldlm_engine import ModelConfig, Trainer, build_tokenizer, get_preset, load_corpus
 from ldlm_engine.config import ProcessConfig, adapt_process
 from ldlm_engine.runtime import cpu_bf16_is_faster, cpu_has_fast_bf16
+
+# What --cpu-isa avx2 sets before torch starts: each library's own switch for its kernels.
+AVX2_ENV = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+}
 
 SEED_SHAPE = {"d_model": 256, "n_heads": 8, "n_layers": 6, "d_ff": 1024, "seq_len": 128}
 BATCH = 32
@@ -307,11 +320,15 @@ def main() -> None:
         default="auto",
         help="measure bf16 (auto: only where the hardware has bf16 units)",
     )
+    ap.add_argument("--cpu-isa", choices=["native", "avx2"], default="native")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    emulated = args.cpu_isa == "avx2"
+    if emulated and any(os.environ.get(k) != v for k, v in AVX2_ENV.items()):
+        os.execve(sys.executable, [sys.executable, *sys.argv], {**os.environ, **AVX2_ENV})
     if args.threads:
         torch.set_num_threads(args.threads)
-    has_units = args.device == "cuda" or cpu_has_fast_bf16()
+    has_units = args.device == "cuda" or (cpu_has_fast_bf16() and not emulated)
     bf16 = args.bf16 == "yes" or (args.bf16 == "auto" and has_units)
     peaks = {"fp32": matmul_peak(torch.float32, args.device)}
     peaks["bf16"] = matmul_peak(torch.bfloat16, args.device) if bf16 else float("nan")
