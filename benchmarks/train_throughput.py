@@ -335,7 +335,7 @@ def main() -> None:
     shapes = [run_shape(s, args, bf16, peaks) for s in args.shapes.split(",")]
     auto = "bf16" if args.device == "cuda" or cpu_bf16_is_faster() else "fp32"
     out = {
-        "machine": machine(),
+        "machine": f"{machine()}, {torch.backends.cpu.get_cpu_capability()} kernels",
         "peaks_gflops": {k: round(v / 1e9) if v == v else None for k, v in peaks.items()},
     }
     out.update({"bf16_units": has_units, "auto_picks": auto, "shapes": shapes})
