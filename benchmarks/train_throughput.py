@@ -13,7 +13,9 @@ Two shapes:
 
 For each shape the engine's own step (``Trainer.train_step``, the call its loop makes) runs
 in fp32, in bf16, and in bf16 with PyTorch's fused attention kernel (SDPA, the path before
-bf16 attention became two matmuls), all built once and then timed in interleaved rounds of
+bf16 attention became two matmuls); at the seed's shape also in fp32 scoring every position
+(the path before the masked process ran its last block at the masked positions only), all
+built once and then timed in interleaved rounds of
 ``--steps`` steps, so drift and other load hit every variant alike; figures are medians over
 ``--reps`` rounds; the ratios ("× fp32", "× ref") are medians over rounds of the ratio to
 the engine's fp32 or the plain loop's rate in the same round (neighbours in time see the
@@ -34,6 +36,7 @@ import os
 import statistics
 import sys
 import time
+import types
 
 import torch
 import torch.nn.functional as F
@@ -136,15 +139,27 @@ class Reference:
         self.opt.step()
 
 
+def every_position_ce(self, model, x0, mask, t):
+    """The masked process's CE as it was computed before ``masked_ce`` ran the last block at
+    the masked positions only: the whole pass, then the mask."""
+    logits = self.x0_logits(model, x0.masked_fill(mask, self.mask_id), t)
+    ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none")
+    return ce.view(x0.shape) * mask
+
+
 class Engine:
     """The engine's step (``Trainer.train_step``) for one shape and precision.
 
-    ``fused_attention`` sends bf16 attention through SDPA's kernel, as before the explicit
-    bf16 path existed, so that the change is measured side by side."""
+    ``fused`` sends bf16 attention through SDPA's kernel, as before the explicit bf16 path
+    existed, and ``every_position`` scores the masked process through the whole pass, as
+    before ``masked_ce``, so that each change is measured side by side."""
 
-    def __init__(self, shape: str, precision: str, data: str, device: str, fused=False):
+    def __init__(
+        self, shape: str, precision: str, data: str, device: str, fused=False, every_position=False
+    ):
         self.name = f"engine {precision}" + (" (SDPA attention)" if fused else "")
-        self.precision, self.fused = precision, fused
+        self.name += " (every position)" if every_position else ""
+        self.precision, self.fused, self.every_position = precision, fused, every_position
         cfg = get_preset("default")
         if shape == "seed":
             cfg.model = ModelConfig(**SEED_SHAPE)
@@ -157,6 +172,9 @@ class Engine:
         self.trainer = Trainer(cfg, handle_signals=False)
         self.trainer.setup()
         self.trainer.model.train()
+        if every_position:
+            proc = self.trainer.process
+            proc.masked_ce = types.MethodType(every_position_ce, proc)
         # Past the preset's ar phase (its first steps are plain ar passes, cheaper): the steps
         # that train both objectives, as every step after the first half does.
         self.trainer.step = int(cfg.process.ar_phase * self.trainer.total_steps)
@@ -272,6 +290,8 @@ def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
         variants.append(Reference(ids, tok.vocab_size, tok.mask_id, args.device))
         variants.append(Reference(ids, tok.vocab_size, tok.mask_id, args.device, rope=True))
     variants.append(Engine(shape, "fp32", args.data, args.device))
+    if shape == "seed" and args.device == "cpu":
+        variants.append(Engine(shape, "fp32", args.data, args.device, every_position=True))
     if bf16:
         variants.append(Engine(shape, "bf16", args.data, args.device))
         if args.device == "cpu":
@@ -284,13 +304,16 @@ def run_shape(shape: str, args, bf16: bool, peaks: dict) -> dict:
     fp32 = rates["engine fp32"]
     ref = rates["reference fp32"] if shape == "seed" else None
     rows = []
-    counted: dict[type, float] = {}  # per step, counted once per class: its paths do alike
+    # Matmul FLOPs per step, counted once per kind of step: precision and attention path
+    # change none, scoring every position adds the last block's unread rows.
+    counted: dict[tuple, float] = {}
+    kind = {v.name: (type(v), getattr(v, "every_position", False)) for v in variants}
     for v in variants:
-        if type(v) not in counted:
-            counted[type(v)] = step_flops(v)
+        if kind[v.name] not in counted:
+            counted[kind[v.name]] = step_flops(v)
     for v in variants:
         tps = statistics.median(rates[v.name])
-        flops = counted[type(v)] * tps / tokens[v.name]
+        flops = counted[kind[v.name]] * tps / tokens[v.name]
         rows.append(
             {
                 "variant": v.name,

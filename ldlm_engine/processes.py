@@ -140,9 +140,10 @@ class MaskedProcess(NoiseProcess):
         """Cross-entropy [B, L] of x0 at the masked positions (``mask`` [B, L]), 0 elsewhere.
 
         On a CPU the network's last block and head run at the masked positions only (no loss
-        is read elsewhere): at the seed's dimensions, half masked, that is ~5% of a training
-        step. Elsewhere the whole pass runs: selecting rows by a mask makes the host wait for
-        the GPU, which costs a small model more than it saves.
+        is read elsewhere): at the seed's dimensions 6% fewer FLOPs a step and 5% less time
+        (docs/benchmarks.md, "Only the scored positions"). Elsewhere the whole pass runs:
+        selecting rows by a mask makes the host wait for the GPU, which costs a small model
+        more than it saves.
         """
         xt = x0.masked_fill(mask, self.mask_id)
         if x0.device.type != "cpu":
