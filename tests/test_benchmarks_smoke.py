@@ -49,6 +49,11 @@ def commands(corpus: Path) -> dict[str, list[str]]:
             "train_throughput.py", "--data", c, "--shapes", "default", "--steps", "1",
             "--reps", "1", "--profile-steps", "1", "--bf16", "auto", "--threads", "1", "--json",
         ],
+        "train_throughput_avx2": [
+            "train_throughput.py", "--data", c, "--shapes", "default", "--steps", "1",
+            "--reps", "1", "--profile-steps", "0", "--cpu-isa", "avx2", "--threads", "1",
+            "--json",
+        ],
     }  # fmt: skip
 
 
@@ -155,6 +160,17 @@ def test_train_throughput_benchmark_runs(results):
         assert r["tokens_per_s"] > 0 and r["mfu"] > 0
         assert abs(sum(r["breakdown"].values()) - 1) < 0.01 and "matmuls" in r["breakdown"]
     assert d["auto_picks"] in ("fp32", "bf16")
+
+
+def test_train_throughput_measures_as_a_cpu_without_bf16_units(results):
+    """--cpu-isa avx2 reruns the script on PyTorch's AVX2 kernels (bf16 emulated there): it
+    says so, measures fp32 only, and finds that --precision auto would train in fp32."""
+    d = _json(results, "train_throughput_avx2")
+    assert d["machine"].endswith("AVX2 kernels")
+    assert d["bf16_units"] is False and d["auto_picks"] == "fp32"
+    (shape,) = d["shapes"]
+    assert [r["variant"] for r in shape["rows"]] == ["engine fp32"]
+    assert d["peaks_gflops"]["bf16"] is None
 
 
 def test_train_throughput_builds_the_seed_shape(corpus_file, monkeypatch):
