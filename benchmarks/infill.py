@@ -93,7 +93,8 @@ def main() -> None:
         ("block, low_confidence", "block", "low_confidence"),
         ("mask, left_to_right", "mask", "left_to_right"),
     ]
-    scores: dict[str, list[float]] = {"real text": []} | {c[0]: [] for c in contestants}
+    owner = {name: who for name, who, _ in contestants}
+    scores: dict[str, list[float]] = {"real text": []} | {name: [] for name in owner}
     examples: dict[str, str] = {}
     for i, w in enumerate(windows):
         template = f"{w[:a]}[MASK*{args.gap}]{w[a + args.gap :]}"
@@ -124,8 +125,7 @@ def main() -> None:
         f"middle; judge {judge.run.name} (ar, step {judge.step})"
     )
     for name, (m, se) in rows.items():
-        key = name.split(",")[0]
-        who = runs[key].run.name if key in runs else "-"
+        who = runs[owner[name]].run.name if name in owner else "-"
         print(f"{name:22} {m:.3f} ± {se:.3f} nats/char   {who}")
     print(f"block / mask = {ratio:.3f} ± {ratio_se:.3f} (target ≤ 1.10)")
     for name, ex in examples.items():

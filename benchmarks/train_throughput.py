@@ -36,7 +36,6 @@ import os
 import statistics
 import sys
 import time
-import types
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +45,7 @@ from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
 import ldlm_engine.model as engine_model
+import ldlm_engine.processes as engine_processes
 from ldlm_engine import ModelConfig, Trainer, build_tokenizer, get_preset, load_corpus
 from ldlm_engine.config import ProcessConfig, adapt_process
 from ldlm_engine.runtime import cpu_bf16_is_faster, cpu_has_fast_bf16
@@ -139,14 +139,6 @@ class Reference:
         self.opt.step()
 
 
-def every_position_ce(self, model, x0, mask, t):
-    """The masked process's CE as it was computed before ``masked_ce`` ran the last block at
-    the masked positions only: the whole pass, then the mask."""
-    logits = self.x0_logits(model, x0.masked_fill(mask, self.mask_id), t)
-    ce = F.cross_entropy(logits.flatten(0, 1), x0.flatten(), reduction="none")
-    return ce.view(x0.shape) * mask
-
-
 class Engine:
     """The engine's step (``Trainer.train_step``) for one shape and precision.
 
@@ -172,9 +164,6 @@ class Engine:
         self.trainer = Trainer(cfg, handle_signals=False)
         self.trainer.setup()
         self.trainer.model.train()
-        if every_position:
-            proc = self.trainer.process
-            proc.masked_ce = types.MethodType(every_position_ce, proc)
         # Past the preset's ar phase (its first steps are plain ar passes, cheaper): the steps
         # that train both objectives, as every step after the first half does.
         self.trainer.step = int(cfg.process.ar_phase * self.trainer.total_steps)
@@ -184,10 +173,12 @@ class Engine:
         cap = engine_model._EXPLICIT_SCORES_MAX
         if self.fused:
             engine_model._EXPLICIT_SCORES_MAX = 0
+        engine_processes._MASKED_ROWS_ONLY = not self.every_position
         try:
             self.trainer.train_step(1e-3)
         finally:
             engine_model._EXPLICIT_SCORES_MAX = cap
+            engine_processes._MASKED_ROWS_ONLY = True
 
 
 def _sync(device: str) -> None:

@@ -7,6 +7,7 @@ corpus; the figures are not checked, only that every script finishes and reports
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -171,6 +172,28 @@ def test_train_throughput_measures_as_a_cpu_without_bf16_units(results):
     (shape,) = d["shapes"]
     assert [r["variant"] for r in shape["rows"]] == ["engine fp32"]
     assert d["peaks_gflops"]["bf16"] is None
+
+
+def test_auto_precision_is_fp32_where_bf16_is_emulated(monkeypatch):
+    """A CPU held to AVX2 (the switches --cpu-isa avx2 sets) runs as one without bf16 units,
+    which emulates bf16 matmuls: there "auto" measures and trains in fp32, whatever the
+    machine's flags say."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import train_throughput
+
+    env = {**train_throughput.AVX2_ENV, "OMP_NUM_THREADS": "1"}
+    code = (
+        "import torch; from ldlm_engine.runtime import autocast_dtype as a; "
+        "print(torch.backends.cpu.get_cpu_capability(), a('auto', torch.device('cpu')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.stdout.split() == ["AVX2", "None"], out.stderr
 
 
 def test_train_throughput_builds_the_seed_shape(corpus_file, monkeypatch):
